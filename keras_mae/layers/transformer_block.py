@@ -1,0 +1,101 @@
+"""Pre-norm ViT transformer block, as timm's `Block` used by facebookresearch/mae."""
+
+import keras
+from keras import ops
+
+from keras_mae.layers.drop_path import DropPath
+
+
+@keras.saving.register_keras_serializable(package="keras_mae")
+class TransformerBlock(keras.layers.Layer):
+    """x + attn(norm1(x)), then x + mlp(norm2(x)).
+
+    The attention uses one fused qkv projection with bias whose output columns
+    are [q | k | v], each (num_heads, head_dim) as timm's, so official weights
+    load as they are; scores are scaled by head_dim^-0.5 and computed with
+    `keras.ops.dot_product_attention` (each backend's fused kernel). The MLP is
+    Dense -> exact GELU -> Dense. Dense layers are xavier-uniform with zero
+    biases, LayerNorms 1 / 0, as the official `_init_weights`.
+
+    Args:
+        hidden_dim: int. Token width.
+        num_heads: int. Attention heads; must divide `hidden_dim`.
+        mlp_dim: int. Hidden width of the MLP.
+        drop_path_rate: float. Stochastic depth rate of both branches. Defaults to 0.
+        layer_norm_epsilon: float. LayerNorm epsilon. Defaults to 1e-6.
+
+    Call arguments:
+        x: tensor (batch, length, hidden_dim).
+        training: bool. Enables drop path.
+
+    Returns:
+        Tensor (batch, length, hidden_dim).
+
+    >>> import numpy as np
+    >>> TransformerBlock(8, 2, 16)(np.zeros((1, 5, 8), "float32")).shape
+    (1, 5, 8)
+    """
+
+    def __init__(self, hidden_dim, num_heads, mlp_dim, drop_path_rate=0.0, layer_norm_epsilon=1e-6, **kwargs):
+        super().__init__(**kwargs)
+        for name, value in (("hidden_dim", hidden_dim), ("num_heads", num_heads), ("mlp_dim", mlp_dim)):
+            if int(value) < 1:
+                raise ValueError(f"{name} must be a positive integer. Received: {name}={value}")
+        if hidden_dim % num_heads:
+            raise ValueError(
+                f"hidden_dim must be divisible by num_heads. Received: hidden_dim={hidden_dim}, num_heads={num_heads}"
+            )
+        self.hidden_dim = int(hidden_dim)
+        self.num_heads = int(num_heads)
+        self.mlp_dim = int(mlp_dim)
+        self.drop_path_rate = float(drop_path_rate)
+        self.layer_norm_epsilon = float(layer_norm_epsilon)
+        self.head_dim = self.hidden_dim // self.num_heads
+
+    def build(self, input_shape):
+        dense = dict(kernel_initializer="glorot_uniform", bias_initializer="zeros", dtype=self.dtype_policy)
+        norm = dict(epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy)
+        self.norm1 = keras.layers.LayerNormalization(name="norm1", **norm)
+        self.qkv = keras.layers.Dense(3 * self.hidden_dim, name="qkv", **dense)
+        self.proj = keras.layers.Dense(self.hidden_dim, name="proj", **dense)
+        self.norm2 = keras.layers.LayerNormalization(name="norm2", **norm)
+        self.fc1 = keras.layers.Dense(self.mlp_dim, name="fc1", **dense)
+        self.fc2 = keras.layers.Dense(self.hidden_dim, name="fc2", **dense)
+        self.drop_path = DropPath(self.drop_path_rate, dtype=self.dtype_policy, name="drop_path")
+        self.norm1.build(input_shape)
+        self.qkv.build(input_shape)
+        self.proj.build(input_shape)
+        self.norm2.build(input_shape)
+        self.fc1.build(input_shape)
+        self.fc2.build(tuple(input_shape[:-1]) + (self.mlp_dim,))
+
+    def attention(self, x):
+        batch, length = ops.shape(x)[0], ops.shape(x)[1]
+        qkv = ops.reshape(self.qkv(x), (batch, length, 3, self.num_heads, self.head_dim))
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # [B, T, N, H]
+        out = ops.dot_product_attention(q, k, v, scale=self.head_dim**-0.5)
+        return self.proj(ops.reshape(out, (batch, length, self.hidden_dim)))
+
+    def mlp(self, x):
+        return self.fc2(ops.gelu(self.fc1(x), approximate=False))
+
+    def call(self, x, training=False):
+        x = x + self.drop_path(self.attention(self.norm1(x)), training=training)
+        x = x + self.drop_path(self.mlp(self.norm2(x)), training=training)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "hidden_dim": self.hidden_dim,
+                "num_heads": self.num_heads,
+                "mlp_dim": self.mlp_dim,
+                "drop_path_rate": self.drop_path_rate,
+                "layer_norm_epsilon": self.layer_norm_epsilon,
+            }
+        )
+        return config

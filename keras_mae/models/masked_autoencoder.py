@@ -1,0 +1,232 @@
+"""MaskedAutoencoder: the asymmetric encoder-decoder of He et al. 2021 (arXiv 2111.06377)."""
+
+import keras
+from keras import ops
+
+from keras_mae.layers.patching import patchify, unpatchify
+from keras_mae.models import train_step as steps
+from keras_mae.models.image_size import grid_shape, image_shape
+from keras_mae.models.mae_decoder import MAEDecoder
+from keras_mae.models.vit_encoder import ViTEncoder
+
+
+@keras.saving.register_keras_serializable(package="keras_mae")
+class MaskedAutoencoder(keras.Model):
+    """Masked Autoencoder with a ViT encoder, as facebookresearch/mae `MaskedAutoencoderViT`.
+
+    The encoder sees only the visible patches; the decoder gets the encoded
+    tokens plus mask tokens, unshuffled, and predicts every patch's pixels.
+    `model.fit(images)` pretrains with the model's own `train_step` (labels,
+    if given, are ignored); the loss is the official `forward_loss`.
+
+    Args:
+        image_size: int or (height, width). Divisible by `patch_size`.
+        patch_size: int. Side of the square patches.
+        num_channels: int. Image channels. Defaults to 3.
+        hidden_dim, num_layers, num_heads, mlp_dim: int. Encoder size
+            (ViT-B/16: 768, 12, 12, 3072).
+        decoder_hidden_dim, decoder_num_layers, decoder_num_heads,
+            decoder_mlp_dim: int. Decoder size (paper: 512, 8, 16, 2048).
+        mask_ratio: float in [0, 1). Defaults to 0.75.
+        norm_pix_loss: bool. Targets are per-patch normalised pixels. Defaults to False.
+        mask_strategy: str. "random", "block" or "grid" (Table 1f). Defaults to "random".
+        drop_path_rate: float. Encoder stochastic depth. Defaults to 0.
+        layer_norm_epsilon: float. Defaults to 1e-6.
+        seed: int or None. Seed of the masking noise.
+
+    Call arguments:
+        images: float tensor (batch, height, width, num_channels), already normalised.
+        noise: optional (batch, num_patches) noise in [0, 1) fixing the masks.
+        training: bool.
+
+    Returns:
+        Dict with `pred` (batch, num_patches, patch_size**2 * num_channels),
+        `mask` (batch, num_patches; 1 = removed), `latent` (batch, 1 +
+        num_kept, hidden_dim) and `ids_restore` (batch, num_patches).
+
+    >>> import numpy as np
+    >>> model = MaskedAutoencoder.from_preset("mae_vit_tiny_patch4_28", num_layers=1, decoder_num_layers=1)
+    >>> model(np.zeros((2, 28, 28, 1), "float32"))["pred"].shape
+    (2, 49, 16)
+    """
+
+    def __init__(
+        self,
+        image_size,
+        patch_size,
+        num_channels=3,
+        hidden_dim=768,
+        num_layers=12,
+        num_heads=12,
+        mlp_dim=3072,
+        decoder_hidden_dim=512,
+        decoder_num_layers=8,
+        decoder_num_heads=16,
+        decoder_mlp_dim=2048,
+        mask_ratio=0.75,
+        norm_pix_loss=False,
+        mask_strategy="random",
+        drop_path_rate=0.0,
+        layer_norm_epsilon=1e-6,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.image_size = image_shape(image_size)
+        self.patch_size = int(patch_size)
+        self.grid_size = grid_shape(self.image_size, self.patch_size)
+        self.num_channels = int(num_channels)
+        self.decoder_hidden_dim = int(decoder_hidden_dim)
+        self.decoder_num_layers = int(decoder_num_layers)
+        self.decoder_num_heads = int(decoder_num_heads)
+        self.decoder_mlp_dim = int(decoder_mlp_dim)
+        self.norm_pix_loss = bool(norm_pix_loss)
+        self.seed = seed
+
+        # === Layers ===
+        self.encoder = ViTEncoder(
+            self.image_size, self.patch_size, self.num_channels, hidden_dim, num_layers, num_heads, mlp_dim,
+            mask_ratio=mask_ratio, mask_strategy=mask_strategy, drop_path_rate=drop_path_rate,
+            layer_norm_epsilon=layer_norm_epsilon, seed=seed, dtype=self.dtype_policy, name="encoder",
+        )
+        self.decoder = MAEDecoder(
+            self.grid_size, self.patch_size**2 * self.num_channels, self.decoder_hidden_dim,
+            self.decoder_num_layers, self.decoder_num_heads, self.decoder_mlp_dim, layer_norm_epsilon,
+            dtype=self.dtype_policy, name="decoder",
+        )
+        self.decoder.build((None, None, self.encoder.hidden_dim))
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.built = True
+
+    # Encoder hyper-parameters live on the encoder; one source of truth.
+    hidden_dim = property(lambda self: self.encoder.hidden_dim)
+    num_layers = property(lambda self: self.encoder.num_layers)
+    num_heads = property(lambda self: self.encoder.num_heads)
+    mlp_dim = property(lambda self: self.encoder.mlp_dim)
+    mask_ratio = property(lambda self: self.encoder.mask_ratio)
+    mask_strategy = property(lambda self: self.encoder.mask_strategy)
+    drop_path_rate = property(lambda self: self.encoder.drop_path_rate)
+    layer_norm_epsilon = property(lambda self: self.encoder.layer_norm_epsilon)
+
+    def call(self, images, noise=None, training=False):
+        latent, mask, ids_restore = self.encoder(images, noise=noise, masking=True, training=training)
+        pred = self.decoder(latent, ids_restore, training=training)
+        return {"pred": pred, "mask": mask, "latent": latent, "ids_restore": ids_restore}
+
+    def patch_targets(self, images):
+        """Per-patch targets (batch, num_patches, patch_dim) in float32, normalised if norm_pix_loss.
+
+        Also returns each patch's mean and unbiased variance (None without norm_pix_loss).
+        """
+        target = patchify(ops.cast(images, "float32"), self.patch_size)
+        if not self.norm_pix_loss:
+            return target, None, None
+        n = ops.shape(target)[-1]
+        mean = ops.mean(target, axis=-1, keepdims=True)
+        var = ops.var(target, axis=-1, keepdims=True) * (n / (n - 1))  # torch's .var is unbiased
+        return (target - mean) / ops.sqrt(var + 1e-6), mean, var
+
+    def reconstruction_loss(self, images, pred, mask):
+        """The official `forward_loss`: per-patch MSE averaged over removed patches only.
+
+        Args:
+            images: (batch, height, width, num_channels) normalised images.
+            pred: (batch, num_patches, patch_dim) predictions.
+            mask: (batch, num_patches), 1 = removed.
+
+        Returns:
+            Scalar float32 loss.
+        """
+        target, _, _ = self.patch_targets(images)
+        per_patch = ops.mean(ops.square(ops.cast(pred, "float32") - target), axis=-1)
+        mask = ops.cast(mask, "float32")
+        # max(.., 1) only matters at mask_ratio 0, where the official code divides by zero.
+        return ops.sum(per_patch * mask) / ops.maximum(ops.sum(mask), 1.0)
+
+    def compute_reconstruction_loss(self, images, training=False):
+        """Forward pass and loss in one call; what `train_step` differentiates."""
+        outputs = self(images, training=training)
+        return self.reconstruction_loss(images, outputs["pred"], outputs["mask"])
+
+    def stateless_reconstruction_loss(self, trainable_variables, non_trainable_variables, images, training=False):
+        """`compute_reconstruction_loss` as a pure function of the variables (for jax.grad)."""
+        outputs, non_trainable_variables = self.stateless_call(
+            trainable_variables, non_trainable_variables, images, training=training
+        )
+        return self.reconstruction_loss(images, outputs["pred"], outputs["mask"]), non_trainable_variables
+
+    def train_step(self, *args):
+        return steps.train_step(self, *args)
+
+    def test_step(self, *args):
+        return steps.test_step(self, *args)
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker]
+
+    def reconstruct(self, images, noise=None):
+        """Reconstructions in image space, as the official visualisation demo.
+
+        norm_pix predictions are un-normalised with each target patch's own
+        mean and variance.
+
+        Args:
+            images: (batch, height, width, num_channels) normalised images.
+            noise: optional (batch, num_patches) noise fixing the masks.
+
+        Returns:
+            Dict of (batch, height, width, num_channels) tensors, in the
+            images' normalised space: `masked` (removed patches zeroed),
+            `reconstruction` (every patch predicted), `pasted` (visible
+            patches from the input, removed ones predicted), and `mask`
+            (1 on removed pixels).
+        """
+        images = ops.cast(images, "float32")
+        outputs = self(images, noise=noise, training=False)
+        pred = ops.cast(outputs["pred"], "float32")
+        if self.norm_pix_loss:
+            _, mean, var = self.patch_targets(images)
+            pred = pred * ops.sqrt(var + 1e-6) + mean
+        patch_dim = self.patch_size**2 * self.num_channels
+        to_image = lambda x: unpatchify(x, self.patch_size, self.grid_size, self.num_channels)  # noqa: E731
+        reconstruction = to_image(pred)
+        mask = to_image(ops.repeat(outputs["mask"][..., None], patch_dim, axis=-1))
+        return {
+            "masked": images * (1 - mask),
+            "reconstruction": reconstruction,
+            "pasted": images * (1 - mask) + reconstruction * mask,
+            "mask": mask,
+        }
+
+    @classmethod
+    def from_preset(cls, name, **overrides):
+        """Builds a preset, e.g. `MaskedAutoencoder.from_preset("mae_vit_base_patch16", norm_pix_loss=True)`."""
+        from keras_mae.models.presets import preset_config
+
+        return cls(**{**preset_config(name), **overrides})
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "image_size": self.image_size,
+                "patch_size": self.patch_size,
+                "num_channels": self.num_channels,
+                "hidden_dim": self.hidden_dim,
+                "num_layers": self.num_layers,
+                "num_heads": self.num_heads,
+                "mlp_dim": self.mlp_dim,
+                "decoder_hidden_dim": self.decoder_hidden_dim,
+                "decoder_num_layers": self.decoder_num_layers,
+                "decoder_num_heads": self.decoder_num_heads,
+                "decoder_mlp_dim": self.decoder_mlp_dim,
+                "mask_ratio": self.mask_ratio,
+                "norm_pix_loss": self.norm_pix_loss,
+                "mask_strategy": self.mask_strategy,
+                "drop_path_rate": self.drop_path_rate,
+                "layer_norm_epsilon": self.layer_norm_epsilon,
+                "seed": self.seed,
+            }
+        )
+        return config
