@@ -1,5 +1,6 @@
 """Training callbacks."""
 
-from keras_mae.callbacks.knn import KNNMonitor
-from keras_mae.callbacks.knn import knn_accuracy
-from keras_mae.callbacks.knn import knn_predict
+from keras_mae.callbacks.checkpoint import EpochCheckpoint, complete_checkpoints, restore_latest
+from keras_mae.callbacks.knn import KNNMonitor, knn_accuracy, knn_predict
+from keras_mae.callbacks.reconstruction import ReconstructionSummary
+from keras_mae.callbacks.training_log import StopOnNonFiniteLoss, TrainingLog

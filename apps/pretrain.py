@@ -1,0 +1,156 @@
+"""MAE pretraining: flags -> data -> model -> fit -> checkpoints, TensorBoard and an encoder for downstream use.
+
+    KERAS_BACKEND=jax python apps/pretrain.py --flagfile=apps/configs/fashion_mnist.flags --workdir=runs/fmnist
+
+Rerunning the same command resumes from the last complete checkpoint in --workdir.
+"""
+
+import json
+import os
+
+from absl import app, flags
+
+import common
+
+common.define_model_flags()
+flags.DEFINE_string("dataset", "fashion_mnist", "fashion_mnist, mnist, cifar10, cifar100, tfds:NAME, a folder of images or a .npz file.")
+flags.DEFINE_string("data_dir", None, "TFDS data_dir (prepared datasets such as ImageNet).")
+flags.DEFINE_string("workdir", None, "Where checkpoints, logs and the final model go.", required=True)
+flags.DEFINE_integer("epochs", 800, "Training epochs.")
+flags.DEFINE_integer("warmup_epochs", 40, "Linear warm-up epochs.")
+flags.DEFINE_integer("batch_size", 256, "Images per step (per optimizer update: batch_size * accum_steps).")
+flags.DEFINE_integer("accum_steps", 1, "Gradient accumulation steps (official accum_iter).")
+flags.DEFINE_float("base_lr", 1.5e-4, "Learning rate = base_lr * batch_size * accum_steps / 256.")
+flags.DEFINE_float("lr", None, "Absolute peak learning rate; overrides base_lr.")
+flags.DEFINE_float("min_lr", 0.0, "Learning rate at the end of the cosine.")
+flags.DEFINE_float("weight_decay", 0.05, "AdamW weight decay (not on biases and norms).")
+flags.DEFINE_float("clip_grad", None, "Clip the global gradient norm (the official answer to fp16 NaNs).")
+flags.DEFINE_integer("steps_per_epoch", None, "Cap steps per epoch (smoke runs); default one pass.")
+flags.DEFINE_integer("seed", 0, "Seed of data order, augmentation, masking and initialisation.")
+flags.DEFINE_integer("checkpoint_every", 1, "Epochs between checkpoints.")
+flags.DEFINE_integer("keep_checkpoints", 3, "Complete checkpoints kept.")
+flags.DEFINE_integer("reconstruction_every", 1, "Epochs between reconstruction summaries.")
+flags.DEFINE_integer("num_reconstructions", 8, "Images in the reconstruction summaries.")
+flags.DEFINE_integer("knn_every", 0, "Epochs between kNN accuracy checks on labelled data (0: off).")
+flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"], "XLA / jit compilation of the train step.")
+flags.DEFINE_string("dtype_policy", "float32", "float32, mixed_bfloat16 or mixed_float16.")
+flags.DEFINE_integer("verbose", 1, "Keras progress output: 0 silent, 1 bar, 2 one line per epoch.")
+FLAGS = flags.FLAGS
+
+RUN_FLAGS = ["preset", *common.MODEL_FLAGS, "dataset", "data_dir", "workdir", "epochs", "warmup_epochs",
+             "batch_size", "accum_steps", "base_lr", "lr", "min_lr", "weight_decay", "clip_grad", "steps_per_epoch",
+             "seed", "checkpoint_every", "keep_checkpoints", "reconstruction_every", "num_reconstructions",
+             "knn_every", "jit_compile", "dtype_policy"]
+
+
+def check_flags(config):
+    for name in ("epochs", "batch_size", "accum_steps", "checkpoint_every", "keep_checkpoints"):
+        if getattr(FLAGS, name) < 1:
+            raise common.UserError(f"--{name} must be at least 1. Received: --{name}={getattr(FLAGS, name)}")
+    if not 0 <= FLAGS.warmup_epochs <= FLAGS.epochs:
+        raise common.UserError(f"--warmup_epochs must be in [0, epochs={FLAGS.epochs}]. Received: {FLAGS.warmup_epochs}")
+    if FLAGS.dtype_policy not in ("float32", "mixed_bfloat16", "mixed_float16", "bfloat16"):
+        raise common.UserError(f"--dtype_policy must be float32, mixed_bfloat16 or mixed_float16. Received: {FLAGS.dtype_policy}")
+
+
+def main(argv):
+    import keras
+
+    import keras_mae
+    from keras_mae import callbacks, data, optimizers
+
+    config = common.model_config(FLAGS)
+    check_flags(config)
+    keras.config.set_dtype_policy(FLAGS.dtype_policy)
+    keras.utils.set_random_seed(FLAGS.seed)
+    model = keras_mae.MaskedAutoencoder(**config, seed=FLAGS.seed)  # validates sizes and mask_ratio
+    common.check_workdir(FLAGS.workdir, needed_bytes=3 * 4 * model.count_params())
+
+    source = data.load_source(FLAGS.dataset, "train", FLAGS.data_dir, model.num_channels)
+    train = data.make_pretrain_dataset(source, model.image_size, FLAGS.batch_size, seed=FLAGS.seed)
+    steps = (source.num_examples or 0) // FLAGS.batch_size
+    if FLAGS.steps_per_epoch:
+        steps = min(steps, FLAGS.steps_per_epoch) if steps else FLAGS.steps_per_epoch
+    if steps < 1:
+        raise common.UserError(f"{FLAGS.dataset!r} has fewer than --batch_size={FLAGS.batch_size} images; lower --batch_size.")
+
+    effective_batch = FLAGS.batch_size * FLAGS.accum_steps
+    peak_lr = FLAGS.lr if FLAGS.lr is not None else FLAGS.base_lr * effective_batch / 256
+    schedule = optimizers.WarmupCosineDecay(peak_lr, FLAGS.warmup_epochs * steps, FLAGS.epochs * steps, FLAGS.min_lr)
+    model.compile(
+        optimizer=optimizers.make_pretrain_optimizer(
+            model, schedule, FLAGS.weight_decay,
+            gradient_accumulation_steps=FLAGS.accum_steps if FLAGS.accum_steps > 1 else None,
+            global_clipnorm=FLAGS.clip_grad,
+        ),
+        jit_compile={"auto": "auto", "true": True, "false": False}[FLAGS.jit_compile],
+    )
+
+    workdir = FLAGS.workdir
+    checkpoint_dir = os.path.join(workdir, "checkpoints")
+    initial_epoch = callbacks.restore_latest(model, checkpoint_dir)
+    if initial_epoch:
+        print(f"Resuming from epoch {initial_epoch} (step {int(model.optimizer.iterations)}) in {checkpoint_dir}")
+    common.write_flags(FLAGS, os.path.join(workdir, "flags.txt"), RUN_FLAGS)
+    run = {"model_config": model.get_config(), "dataset": FLAGS.dataset, "mean": list(source.mean), "std": list(source.std)}
+    with open(os.path.join(workdir, "run.json"), "w") as f:
+        json.dump(run, f, indent=1)
+
+    shown = next(iter(data.make_eval_dataset(source, model.image_size, FLAGS.num_reconstructions, with_labels=False)))
+    nan_guard = callbacks.StopOnNonFiniteLoss(checkpoint_dir)
+    reconstructions = callbacks.ReconstructionSummary(
+        keras.ops.convert_to_numpy(shown), source.mean, source.std, os.path.join(workdir, "tensorboard", "images"),
+        os.path.join(workdir, "reconstructions"), FLAGS.reconstruction_every, seed=FLAGS.seed,
+    )
+    fit_callbacks = [
+        nan_guard,
+        callbacks.TrainingLog(FLAGS.batch_size, os.path.join(workdir, "log.jsonl")),
+        *knn_monitor(source, model, workdir),
+        callbacks.EpochCheckpoint(checkpoint_dir, FLAGS.checkpoint_every, FLAGS.keep_checkpoints),
+        reconstructions,
+        keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard"), write_graph=False),
+    ]
+    if initial_epoch < FLAGS.epochs:
+        model.fit(train, epochs=FLAGS.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
+                  callbacks=fit_callbacks, verbose=FLAGS.verbose, shuffle=False)
+    if nan_guard.message:
+        raise SystemExit(f"pretrain.py: {nan_guard.message}")
+    save_final(model, workdir, reconstructions)
+
+
+def knn_monitor(source, model, workdir):
+    """A KNNMonitor on labelled data, when --knn_every asks for one."""
+    if not FLAGS.knn_every:
+        return []
+    if not source.num_classes:
+        raise common.UserError(f"--knn_every needs a labelled dataset; {FLAGS.dataset!r} has no labels.")
+    from keras_mae import callbacks, data
+
+    def subset(split, n):
+        ds = data.make_eval_dataset(FLAGS.dataset, model.image_size, 256, model.num_channels, split=split,
+                                    data_dir=FLAGS.data_dir, mean=source.mean, std=source.std)
+        return ds.unbatch().take(n).batch(256)
+
+    return [callbacks.KNNMonitor(subset("train", 10000), subset("test", 2000), FLAGS.knn_every,
+                                 log_dir=os.path.join(workdir, "tensorboard", "knn"))]
+
+
+def save_final(model, workdir, reconstructions):
+    from keras_mae.utils.atomic import atomic_path
+
+    with atomic_path(os.path.join(workdir, "model.keras")) as tmp:
+        model.save(tmp)
+    with atomic_path(os.path.join(workdir, "encoder.keras")) as tmp:
+        model.encoder.save(tmp)
+    with atomic_path(os.path.join(workdir, "encoder.weights.h5")) as tmp:
+        model.encoder.save_weights(tmp)
+    print(f"\nModel:            {os.path.join(workdir, 'model.keras')}")
+    print(f"Encoder:          {os.path.join(workdir, 'encoder.keras')} (weights: encoder.weights.h5)")
+    print(f"Checkpoints:      {os.path.join(workdir, 'checkpoints')}")
+    if reconstructions.last_png:
+        print(f"Reconstructions:  {reconstructions.last_png}")
+    print(f"TensorBoard:      tensorboard --logdir {os.path.join(workdir, 'tensorboard')}")
+
+
+if __name__ == "__main__":
+    app.run(common.run_main(main))

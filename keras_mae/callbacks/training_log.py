@@ -1,0 +1,66 @@
+"""Per-epoch learning rate and throughput in the logs, a JSON-lines log, and a NaN guard."""
+
+import json
+import math
+import time
+
+import keras
+
+
+class TrainingLog(keras.callbacks.Callback):
+    """Adds `learning_rate` and `images_per_sec` to each epoch's logs and appends them to a .jsonl file.
+
+    Place it before `TensorBoard` in the callback list, so TensorBoard sees
+    the added scalars.
+
+    Args:
+        batch_size: int. Images per step, for images/s.
+        path: str or None. JSON-lines file, one line per epoch (appended: resumed runs continue it).
+    """
+
+    def __init__(self, batch_size, path=None):
+        super().__init__()
+        self.batch_size = batch_size
+        self.path = path
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start, self._steps = time.perf_counter(), 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._steps += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        seconds = time.perf_counter() - self._start
+        logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        logs["images_per_sec"] = self._steps * self.batch_size / max(seconds, 1e-9)
+        if self.path:
+            record = {"epoch": epoch + 1, "step": int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)),
+                      "seconds": round(seconds, 3), **{k: float(v) for k, v in logs.items()}}
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stops training at the first NaN or Inf loss, naming the step, so no bad checkpoint is written.
+
+    Args:
+        checkpoint_dir: str or None. Named in the message as where the last good checkpoint is.
+    """
+
+    def __init__(self, checkpoint_dir=None):
+        super().__init__()
+        self.checkpoint_dir = checkpoint_dir
+        self.message = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is None or math.isfinite(float(loss)):
+            return
+        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        self.message = (
+            f"Loss became {float(loss)} at step {step}; training stopped"
+            + (f", the last good checkpoint is kept in {self.checkpoint_dir}" if self.checkpoint_dir else "")
+            + ". Lower --base_lr, set --clip_grad (e.g. 3.0), or use --dtype_policy=mixed_bfloat16 instead of float16."
+        )
+        self.model.stop_training = True

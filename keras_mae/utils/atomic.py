@@ -1,0 +1,35 @@
+"""Write-then-rename file writes: a reader (or a crash) never sees a half-written file."""
+
+import contextlib
+import json
+import os
+import tempfile
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yields a temporary path beside `path`; renames it onto `path` if the block succeeds.
+
+    The temporary name keeps `path`'s suffix (Keras picks formats by suffix).
+    On failure the temporary file is removed and `path` is left untouched.
+    """
+    directory, base = os.path.split(os.path.abspath(path))
+    suffix = "".join(base.partition(".")[1:])
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
+    os.close(fd)
+    os.remove(tmp)  # writers such as h5py want to create the file themselves
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_json_atomic(path, data):
+    """json.dump to `path` atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
