@@ -1,0 +1,20 @@
+"""tf.data input pipelines for MAE pretraining and evaluation, on every Keras backend.
+
+Typical use:
+
+    train = make_pretrain_dataset("fashion_mnist", image_size=28, batch_size=256)
+    test = make_eval_dataset("/data/imagenet/val", image_size=224, batch_size=256)
+"""
+
+from keras_mae.data.augment import (
+    denormalize,
+    normalize,
+    random_flip,
+    random_resized_crop,
+    resize_center_crop,
+)
+from keras_mae.data.base import IMAGENET_MEAN, IMAGENET_STD, Source
+from keras_mae.data.builtin import BUILTIN_NAMES, DATASET_STATS, read_idx
+from keras_mae.data.image_folder import IMAGE_EXTENSIONS, read_image
+from keras_mae.data.pipeline import make_eval_dataset, make_pretrain_dataset
+from keras_mae.data.sources import load_source

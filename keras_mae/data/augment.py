@@ -1,0 +1,161 @@
+"""Per-image transforms of MAE pretraining and evaluation, in tf ops for tf.data.
+
+Pretraining (facebookresearch/mae `main_pretrain.py`): RandomResizedCrop(
+scale=(0.2, 1.0), bicubic), RandomHorizontalFlip, Normalize. Evaluation
+(`util/datasets.py`): Resize(size / 0.875, bicubic) on the shorter side,
+CenterCrop(size), Normalize.
+
+Why not `keras_cv.layers.RandomCropAndResize`: it crops with
+`tf.image.crop_and_resize`, which only offers bilinear and nearest, so
+`interpolation="bicubic"` fails ("Attr 'method' of 'CropAndResize' Op passed
+string 'bicubic' not in: bilinear, nearest") on every backend with
+keras-cv 0.9 / Keras 3.15, and it does not resize with antialiasing as Pillow
+does for torchvision. Its randomness is also stateful: two pipelines built
+with the same seed give different crops. The crop below is torchvision's
+`RandomResizedCrop.get_params` in graph ops, driven by stateless random ops
+with a per-example seed: reproducible and independent of parallelism.
+"""
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+CROP_SCALE = (0.2, 1.0)  # MAE pretraining; torchvision's default is (0.08, 1.0).
+CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
+EVAL_CROP_FRACTION = 0.875  # 224 / 256, as the official evaluation.
+_ATTEMPTS = 10  # torchvision tries 10 crops before falling back to a centre crop.
+
+
+def _resize(image, size):
+    """Bicubic resize to `size` in float32 [0, 255], antialiased as Pillow's."""
+    image = tf.cast(image, tf.float32)
+    resize = lambda antialias: tf.image.resize(image, size, "bicubic", antialias=antialias)
+    # Antialiasing only changes downscaling, and costs 2-3x: skip it when enlarging.
+    shrinks = tf.reduce_any(tf.shape(image)[:2] > tf.convert_to_tensor(size, tf.int32))
+    image = tf.cond(shrinks, lambda: resize(True), lambda: resize(False))
+    return tf.clip_by_value(image, 0.0, 255.0)  # Bicubic overshoots; Pillow clips to uint8.
+
+
+def sample_crop_box(height, width, seed, scale=CROP_SCALE, ratio=CROP_RATIO):
+    """Samples a crop box as torchvision's `RandomResizedCrop.get_params`.
+
+    Ten attempts draw an area fraction uniformly in `scale` and an aspect ratio
+    log-uniformly in `ratio`; the first that fits is placed uniformly. When none
+    fits, the whole image cut to the nearest allowed ratio is used, centred.
+
+    Args:
+        height: int32 scalar tensor. Image height.
+        width: int32 scalar tensor. Image width.
+        seed: int tensor `[2]`. Stateless seed.
+        scale: (min, max) fraction of the image area to crop.
+        ratio: (min, max) aspect ratio (width / height) of the crop.
+
+    Returns:
+        int32 tensor `[4]`: top, left, crop height, crop width.
+    """
+    height, width = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+    seeds = tf.random.experimental.stateless_split(seed, 3)
+    area = height * width * tf.random.stateless_uniform([_ATTEMPTS], seeds[0], *scale)
+    log_ratio = tf.random.stateless_uniform(
+        [_ATTEMPTS], seeds[1], math.log(ratio[0]), math.log(ratio[1])
+    )
+    aspect = tf.exp(log_ratio)
+    widths, heights = tf.round(tf.sqrt(area * aspect)), tf.round(tf.sqrt(area / aspect))
+    fits = (widths > 0) & (widths <= width) & (heights > 0) & (heights <= height)
+    first = tf.argmax(tf.cast(fits, tf.int32))  # The first attempt that fits, as the loop.
+
+    in_ratio = width / height
+    fallback_w = tf.where(in_ratio > ratio[1], tf.round(height * ratio[1]), width)
+    fallback_h = tf.where(in_ratio < ratio[0], tf.round(width / ratio[0]), height)
+    found = tf.reduce_any(fits)
+    crop_h = tf.where(found, tf.gather(heights, first), fallback_h)
+    crop_w = tf.where(found, tf.gather(widths, first), fallback_w)
+    offset = tf.random.stateless_uniform([2], seeds[2])
+    top = tf.where(found, tf.floor(offset[0] * (height - crop_h + 1)), tf.floor((height - crop_h) / 2))
+    left = tf.where(found, tf.floor(offset[1] * (width - crop_w + 1)), tf.floor((width - crop_w) / 2))
+    return tf.cast(tf.stack([top, left, crop_h, crop_w]), tf.int32)
+
+
+def random_resized_crop(image, size, seed, scale=CROP_SCALE, ratio=CROP_RATIO):
+    """Crops a random area and aspect ratio (`sample_crop_box`), resized to `size`.
+
+    Args:
+        image: tensor `[H, W, C]`, any size (smaller than `size` is fine).
+        size: (height, width) of the output.
+        seed: int tensor `[2]`. Stateless seed.
+        scale: (min, max) fraction of the image area to crop.
+        ratio: (min, max) aspect ratio (width / height) of the crop.
+
+    Returns:
+        float32 tensor `[height, width, C]` in [0, 255], bicubic.
+    """
+    shape = tf.shape(image)
+    box = sample_crop_box(shape[0], shape[1], seed, scale, ratio)
+    crop = tf.slice(image, [box[0], box[1], 0], [box[2], box[3], -1])
+    return _resize(crop, size)
+
+
+def random_flip(image, seed):
+    """Flips `[H, W, C]` left-right with probability 1/2 (stateless `seed`, int tensor `[2]`)."""
+    return tf.image.stateless_random_flip_left_right(image, seed)
+
+
+def resize_center_crop(image, size, crop_fraction=EVAL_CROP_FRACTION):
+    """The evaluation transform: resize, bicubic, then centre crop.
+
+    The image is scaled (keeping its aspect ratio) so that it covers
+    `size / crop_fraction` (for a square size: its shorter side becomes
+    `int(size / 0.875)`), then the centre `size` is cut out. Images already
+    of `size` pass through unchanged.
+
+    Args:
+        image: tensor `[H, W, C]`.
+        size: (height, width) of the output.
+        crop_fraction: float. Fraction of the resized image kept.
+
+    Returns:
+        float32 tensor `[height, width, C]` in [0, 255].
+    """
+    out_h, out_w = size
+    shape = tf.shape(image)
+    height, width = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+    target_h, target_w = float(int(out_h / crop_fraction)), float(int(out_w / crop_fraction))
+
+    def resize_and_crop():
+        scale = tf.maximum(target_h / height, target_w / width)
+        # floor(x + 1e-4): int() of torchvision, robust to float error on the scaled side.
+        new_h = tf.maximum(tf.floor(height * scale + 1e-4), target_h)
+        new_w = tf.maximum(tf.floor(width * scale + 1e-4), target_w)
+        resized = _resize(image, tf.cast(tf.stack([new_h, new_w]), tf.int32))
+        top = tf.cast(tf.round((new_h - out_h) / 2), tf.int32)
+        left = tf.cast(tf.round((new_w - out_w) / 2), tf.int32)
+        return tf.slice(resized, [top, left, 0], [out_h, out_w, -1])
+
+    same = tf.logical_and(tf.equal(shape[0], out_h), tf.equal(shape[1], out_w))
+    output = tf.cond(same, lambda: tf.cast(image, tf.float32), resize_and_crop)
+    return tf.ensure_shape(output, [out_h, out_w, image.shape[-1]])
+
+
+def normalize(image, mean, std):
+    """Maps [0, 255] pixels to `(x / 255 - mean) / std`, float32, per channel."""
+    mean = tf.constant(mean, tf.float32)
+    std = tf.constant(std, tf.float32)
+    return (tf.cast(image, tf.float32) / 255.0 - mean) / std
+
+
+def denormalize(images, mean, std):
+    """Inverts `normalize` for display.
+
+    Args:
+        images: array-like `[..., C]` (numpy, or any tensor `np.asarray` accepts).
+        mean: sequence of C (or 1) floats.
+        std: sequence of C (or 1) floats.
+
+    Returns:
+        float32 numpy array of the same shape, clipped to [0, 1].
+    """
+    images = np.asarray(images, dtype=np.float32)
+    mean = np.asarray(mean, np.float32)
+    std = np.asarray(std, np.float32)
+    return np.clip(images * std + mean, 0.0, 1.0)

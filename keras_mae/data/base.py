@@ -1,0 +1,245 @@
+"""The `Source` record every loader returns, and the helpers loaders share.
+
+A source is one split of one dataset before any transform: uint8 HWC images with
+int32 labels (-1 when unlabelled), plus the channel count and the per-channel
+mean/std used to normalise it.
+"""
+
+import dataclasses
+from typing import Callable, Optional
+
+import numpy as np
+import tensorflow as tf
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# An alpha channel has no published statistics: 0.5 / 0.5 maps [0, 1] to [-1, 1].
+ALPHA_MEAN, ALPHA_STD = 0.5, 0.5
+VALID_CHANNELS = (1, 3, 4)
+
+
+@dataclasses.dataclass
+class Source:
+    """Images and labels of one split, with what is needed to normalise them.
+
+    Args:
+        dataset: `tf.data.Dataset` of `(image, label)`: uint8 `[H, W, C]` and
+            int32 scalar (-1 when unlabelled). Built from `keys` when omitted.
+        num_examples: int or None. Number of examples (before unreadable files
+            are dropped by a lazy check), None when unknown.
+        num_classes: int or None. None when unlabelled.
+        num_channels: int. C of every image: 1, 3 or 4.
+        mean: tuple of `num_channels` floats. Per-channel mean in [0, 1] units.
+        std: tuple of `num_channels` floats. Per-channel std in [0, 1] units.
+        name: str. For logs.
+        keys: `tf.data.Dataset` or None. Cheap records (file paths, indices,
+            encoded bytes) that `decode_fn` turns into `dataset`. Pipelines
+            shuffle these rather than decoded images, so a 10,000-example
+            shuffle buffer costs megabytes, not gigabytes.
+        decode_fn: callable or None. Maps a dataset of `keys` to a dataset of
+            `(image, label)`; may drop elements (unreadable files).
+    """
+
+    dataset: Optional[tf.data.Dataset] = None
+    num_examples: Optional[int] = None
+    num_classes: Optional[int] = None
+    num_channels: int = 3
+    mean: tuple = IMAGENET_MEAN
+    std: tuple = IMAGENET_STD
+    name: str = "data"
+    keys: Optional[tf.data.Dataset] = None
+    decode_fn: Optional[Callable] = None
+
+    def __post_init__(self):
+        check_num_channels(self.num_channels)
+        self.mean = adapt_stats(self.mean, self.num_channels, ALPHA_MEAN)
+        self.std = adapt_stats(self.std, self.num_channels, ALPHA_STD)
+        if self.dataset is None:
+            if self.keys is None or self.decode_fn is None:
+                raise ValueError("Source needs `dataset`, or both `keys` and `decode_fn`.")
+            self.dataset = self.decode_fn(self.keys)
+
+    def examples(self, shuffle_buffer=0, seed=None):
+        """Returns `dataset`, shuffled at its cheapest point when asked.
+
+        Args:
+            shuffle_buffer: int. Shuffle buffer size; 0 or None for no shuffle.
+            seed: int or None. Shuffle seed; each epoch reshuffles, deterministically.
+
+        Returns:
+            `tf.data.Dataset` of `(uint8 image [H, W, C], int32 label)`.
+        """
+        if not shuffle_buffer:
+            return self.dataset
+        shuffle = lambda ds: ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        if self.keys is not None and self.decode_fn is not None:
+            return self.decode_fn(shuffle(self.keys))
+        return shuffle(self.dataset)
+
+
+def check_num_channels(num_channels, allow_none=False):
+    """Raises a one-line ValueError unless `num_channels` is 1, 3 or 4 (or None if allowed)."""
+    if num_channels is None and allow_none:
+        return
+    if isinstance(num_channels, bool) or num_channels not in VALID_CHANNELS:
+        raise ValueError(
+            "num_channels must be 1 (grayscale), 3 (RGB) or 4 (RGBA). "
+            f"Received: num_channels={num_channels!r}"
+        )
+
+
+def adapt_stats(values, num_channels, alpha_value):
+    """Fits a per-channel mean or std to `num_channels`.
+
+    Grey from RGB takes the channel average (an approximation: the exact grey
+    statistics depend on the data); RGB from grey repeats; alpha gets `alpha_value`.
+
+    Args:
+        values: sequence of 1, 3 or 4 floats.
+        num_channels: int. 1, 3 or 4.
+        alpha_value: float. Value used for a 4th channel that `values` lacks.
+
+    Returns:
+        Tuple of `num_channels` floats.
+    """
+    values = tuple(float(v) for v in np.ravel(values))
+    if len(values) not in VALID_CHANNELS:
+        raise ValueError(f"mean/std must have 1, 3 or 4 values. Received: {values}")
+    if len(values) == num_channels:
+        return values
+    rgb = values[:3] if len(values) >= 3 else values * 3
+    if num_channels == 1:
+        return (sum(rgb) / 3,)
+    return rgb if num_channels == 3 else rgb + (alpha_value,)
+
+
+def convert_channels(image, num_channels):
+    """Converts a uint8 `[H, W, C]` tensor with C in (1, 3, 4) to `num_channels`.
+
+    Uses the same rules as Pillow's `convert`: luma (ITU-R 601-2) for grey,
+    repetition for RGB from grey, opaque alpha added, alpha dropped.
+
+    Args:
+        image: uint8 tensor `[H, W, C]` with a static C.
+        num_channels: int. 1, 3 or 4.
+
+    Returns:
+        uint8 tensor `[H, W, num_channels]`.
+    """
+    channels = image.shape[-1]
+    if channels == num_channels:
+        return image
+    if channels == 1:
+        rgb = tf.repeat(image, 3, axis=-1)
+    else:
+        rgb = image[..., :3]
+    if num_channels == 1:
+        return tf.image.rgb_to_grayscale(rgb)
+    if num_channels == 3:
+        return rgb
+    return tf.concat([rgb, tf.fill(tf.shape(rgb[..., :1]), tf.constant(255, tf.uint8))], -1)
+
+
+def with_channels(source, num_channels):
+    """Returns `source` converted to `num_channels` (itself when None or unchanged)."""
+    if num_channels is None or num_channels == source.num_channels:
+        return source
+    check_num_channels(num_channels)
+    convert = lambda image, label: (convert_channels(image, num_channels), label)
+    common = dict(
+        num_channels=num_channels,
+        mean=adapt_stats(source.mean, num_channels, ALPHA_MEAN),
+        std=adapt_stats(source.std, num_channels, ALPHA_STD),
+    )
+    if source.keys is not None and source.decode_fn is not None:
+        decode_fn = source.decode_fn
+        return dataclasses.replace(
+            source,
+            dataset=None,
+            decode_fn=lambda keys: decode_fn(keys).map(convert, tf.data.AUTOTUNE),
+            **common,
+        )
+    return dataclasses.replace(
+        source, dataset=source.dataset.map(convert, tf.data.AUTOTUNE), **common
+    )
+
+
+def _to_uint8(images):
+    """uint8 as is; floats in [0, 1] or [0, 255] scaled and rounded; ints in [0, 255] cast."""
+    if images.dtype == np.uint8:
+        return images
+    if images.size == 0:
+        return images.astype(np.uint8)
+    low, high = images.min(), images.max()
+    if np.issubdtype(images.dtype, np.floating):
+        if not np.isfinite([low, high]).all() or low < 0 or high > 255:
+            raise ValueError(
+                f"Float images must be in [0, 1] or [0, 255]. Received range [{low}, {high}]."
+            )
+        scale = 255.0 if high <= 1.0 else 1.0
+        return np.clip(np.rint(images * scale), 0, 255).astype(np.uint8)
+    if np.issubdtype(images.dtype, np.integer) or images.dtype == np.bool_:
+        if low < 0 or high > 255:
+            raise ValueError(
+                f"Integer images must be in [0, 255]. Received range [{low}, {high}]."
+            )
+        return images.astype(np.uint8)
+    raise ValueError(f"Unsupported image dtype {images.dtype}; use uint8 or float.")
+
+
+def source_from_arrays(images, labels=None, num_channels=None, name="array", mean=None, std=None):
+    """Builds a `Source` from in-memory arrays.
+
+    Args:
+        images: array `(N, H, W)` or `(N, H, W, C)` with C in (1, 3, 4); uint8,
+            or float in [0, 1] or [0, 255].
+        labels: array `(N,)` (or `(N, 1)`) of ints, or None for unlabelled.
+        num_channels: int or None. Channels to convert to; None keeps C.
+        name: str. For logs.
+        mean: sequence or None. Per-channel mean; None uses ImageNet's.
+        std: sequence or None. Per-channel std; None uses ImageNet's.
+
+    Returns:
+        `Source`.
+    """
+    check_num_channels(num_channels, allow_none=True)
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4 or images.shape[-1] not in VALID_CHANNELS:
+        raise ValueError(
+            "Images must have shape (N, H, W) or (N, H, W, C) with C in (1, 3, 4). "
+            f"Received: shape={images.shape}"
+        )
+    images = _to_uint8(images)
+    if labels is None:
+        labels = np.full(len(images), -1, np.int32)
+        num_classes = None
+    else:
+        labels = np.asarray(labels).reshape(-1).astype(np.int32)
+        if len(labels) != len(images):
+            raise ValueError(f"Got {len(images)} images but {len(labels)} labels.")
+        num_classes = int(labels.max()) + 1 if len(labels) else None
+    images_t, labels_t = tf.constant(images), tf.constant(labels)
+
+    def decode_fn(indices):
+        # Gathering by index keeps the shuffle buffer to a list of integers.
+        return indices.map(
+            lambda i: (tf.gather(images_t, i), tf.gather(labels_t, i)), tf.data.AUTOTUNE
+        )
+
+    source = Source(
+        num_examples=len(images),
+        num_classes=num_classes,
+        num_channels=images.shape[-1],
+        mean=IMAGENET_MEAN if mean is None else mean,
+        std=IMAGENET_STD if std is None else std,
+        name=name,
+        keys=tf.data.Dataset.range(len(images)),
+        decode_fn=decode_fn,
+    )
+    source = with_channels(source, num_channels)
+    if mean is None:  # Grey shown as RGB is normalised as RGB: ImageNet's 3 values, not their mean.
+        source.mean = adapt_stats(IMAGENET_MEAN, source.num_channels, ALPHA_MEAN)
+        source.std = adapt_stats(IMAGENET_STD, source.num_channels, ALPHA_STD)
+    return source

@@ -1,0 +1,137 @@
+"""Batched tf.data pipelines for `model.fit` / `model.evaluate` on any Keras backend.
+
+tf.data runs on TensorFlow whatever `KERAS_BACKEND` is; Keras converts each
+batch to the backend's arrays. Every element gets its own stateless seed from
+`tf.data.Dataset.random(seed)`, so a pipeline is reproducible from `seed`
+alone (whatever the parallelism) and still draws new crops each epoch.
+"""
+
+import tensorflow as tf
+
+# `augment` is also an argument of make_pretrain_dataset.
+from keras_mae.data import augment as augment_lib
+from keras_mae.data.base import ALPHA_MEAN, ALPHA_STD, adapt_stats
+from keras_mae.data.sources import load_source
+
+
+def _image_size(image_size):
+    """int or (height, width) -> (height, width), validated."""
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
+        raise ValueError(
+            f"image_size must be a positive int or (height, width). Received: image_size={image_size!r}"
+        )
+    return size
+
+
+def _prepare(spec_or_source, image_size, batch_size, num_channels, split, data_dir, mean, std):
+    """Loads the source and resolves size and statistics shared by both pipelines."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int. Received: batch_size={batch_size!r}")
+    size = _image_size(image_size)
+    source = load_source(spec_or_source, split, data_dir, num_channels)
+    channels = source.num_channels
+    mean = source.mean if mean is None else adapt_stats(mean, channels, ALPHA_MEAN)
+    std = source.std if std is None else adapt_stats(std, channels, ALPHA_STD)
+    return source, size, mean, std
+
+
+def _batch(examples, batch_size, with_labels, drop_remainder):
+    """Batches, optionally drops the labels, and prefetches."""
+    examples = examples.batch(batch_size, drop_remainder=drop_remainder,
+                              num_parallel_calls=tf.data.AUTOTUNE)
+    if not with_labels:
+        examples = examples.map(lambda images, labels: images)
+    return examples.prefetch(tf.data.AUTOTUNE)
+
+
+def make_pretrain_dataset(spec_or_source, image_size, batch_size, num_channels=None, seed=0,
+                          augment=True, with_labels=False, split="train", data_dir=None,
+                          shuffle_buffer=10000, drop_remainder=True, mean=None, std=None):
+    """Builds the MAE pretraining input: shuffled, augmented, normalised batches.
+
+    Augmentation follows facebookresearch/mae `main_pretrain.py`: random resized
+    crop (scale 0.2-1, ratio 3/4-4/3, bicubic) and horizontal flip, then
+    `(x / 255 - mean) / std`.
+
+    Args:
+        spec_or_source: a `Source` or any spec `load_source` accepts.
+        image_size: int or (height, width). Output image size.
+        batch_size: int. Images per batch.
+        num_channels: int or None. 1, 3 or 4; None keeps the data's own.
+        seed: int or None. Seeds the shuffle and the augmentation; None is
+            not reproducible. Defaults to 0.
+        augment: bool. False uses the evaluation resize + centre crop instead.
+        with_labels: bool. Yield `(images, labels)` rather than images alone.
+        split: str. See `load_source`. Defaults to "train".
+        data_dir: str or None. TFDS data directory.
+        shuffle_buffer: int. Shuffle buffer size; 0 disables shuffling.
+        drop_remainder: bool. Drop the last incomplete batch (static shapes for jit).
+        mean: sequence or None. Per-channel mean in [0, 1] units; None uses the source's.
+        std: sequence or None. Per-channel std in [0, 1] units; None uses the source's.
+
+    Returns:
+        `tf.data.Dataset` of float32 `[batch, height, width, C]`, or of
+        `(images, int32 labels [batch])` with labels -1 when unlabelled.
+
+    >>> import numpy as np
+    >>> ds = make_pretrain_dataset(np.zeros((8, 12, 12), np.uint8), 8, batch_size=4)
+    >>> next(iter(ds)).shape
+    TensorShape([4, 8, 8, 1])
+    """
+    source, size, mean, std = _prepare(
+        spec_or_source, image_size, batch_size, num_channels, split, data_dir, mean, std
+    )
+    examples = source.examples(shuffle_buffer, seed)
+    if augment:
+        noise = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        examples = tf.data.Dataset.zip((examples, noise))
+
+        def transform(example, noise):
+            image, label = example
+            pair = tf.stack([tf.constant(seed or 0, tf.int64), noise])  # This example's seed.
+            crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(pair, 2))
+            image = augment_lib.random_resized_crop(image, size, crop_seed)
+            image = augment_lib.random_flip(image, flip_seed)
+            return augment_lib.normalize(image, mean, std), label
+
+    else:
+
+        def transform(image, label):
+            image = augment_lib.resize_center_crop(image, size)
+            return augment_lib.normalize(image, mean, std), label
+
+    examples = examples.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
+    return _batch(examples, batch_size, with_labels, drop_remainder)
+
+
+def make_eval_dataset(spec_or_source, image_size, batch_size, num_channels=None, split="test",
+                      with_labels=True, data_dir=None, mean=None, std=None):
+    """Builds the evaluation input: every example once, in order, resized and centre-cropped.
+
+    Args:
+        spec_or_source: a `Source` or any spec `load_source` accepts.
+        image_size: int or (height, width). Output image size.
+        batch_size: int. Images per batch; the last batch may be smaller.
+        num_channels: int or None. 1, 3 or 4; None keeps the data's own.
+        split: str. See `load_source`. Defaults to "test".
+        with_labels: bool. Yield `(images, labels)` rather than images alone.
+        data_dir: str or None. TFDS data directory.
+        mean: sequence or None. Per-channel mean in [0, 1] units; None uses the source's.
+        std: sequence or None. Per-channel std in [0, 1] units; None uses the source's.
+
+    Returns:
+        `tf.data.Dataset` of `(float32 images [batch, height, width, C], int32
+        labels [batch])`, or images alone.
+    """
+    source, size, mean, std = _prepare(
+        spec_or_source, image_size, batch_size, num_channels, split, data_dir, mean, std
+    )
+
+    def transform(image, label):
+        image = augment_lib.resize_center_crop(image, size)
+        return augment_lib.normalize(image, mean, std), label
+
+    examples = source.examples().map(transform, num_parallel_calls=tf.data.AUTOTUNE)
+    return _batch(examples, batch_size, with_labels, drop_remainder=False)
+
