@@ -1,0 +1,58 @@
+"""Run in a subprocess: one train step on 1 device vs on 2 devices, same global batch; prints JSON.
+
+Two devices: XLA_FLAGS=--xla_force_host_platform_device_count=2 (jax) or two
+logical CPUs (tensorflow), both set before the backend starts.
+"""
+
+import json
+import os
+import sys
+
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from keras import ops  # noqa: E402
+
+import keras_mae  # noqa: E402
+from keras_mae.distribution import setup_distribution  # noqa: E402
+
+if keras.backend.backend() == "tensorflow":
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+
+@keras.saving.register_keras_serializable(package="tests")
+class DataMaskedAutoencoder(keras_mae.MaskedAutoencoder):
+    """Masks chosen by the pixels, so every device count draws the same masks."""
+
+    def call(self, images, noise=None, training=False):
+        if noise is None:
+            patch_means = ops.mean(keras_mae.layers.patchify(images, self.patch_size), axis=-1)
+            noise = ops.sin(patch_means * 1000.0) * 0.5 + 0.5
+        return super().call(images, noise=noise, training=training)
+
+
+def one_step(name):
+    scope, replicas = setup_distribution(name)
+    with scope():
+        keras.utils.set_random_seed(0)
+        model = DataMaskedAutoencoder(
+            image_size=8, patch_size=4, num_channels=3, hidden_dim=16, num_layers=2, num_heads=2, mlp_dim=32,
+            decoder_hidden_dim=8, decoder_num_layers=1, decoder_num_heads=2, decoder_mlp_dim=16, norm_pix_loss=True,
+        )
+        model.compile(optimizer=keras.optimizers.AdamW(1e-2))
+    images = np.random.default_rng(1).normal(size=(8, 8, 8, 3)).astype("float32")
+    history = model.fit(images, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    weights = [ops.convert_to_numpy(v) for v in model.trainable_variables]
+    return history.history["loss"][0], weights, replicas
+
+
+if __name__ == "__main__":
+    name = sys.argv[1]
+    loss_1, weights_1, _ = one_step("none")
+    loss_2, weights_2, replicas = one_step(name)
+    diff = max(float(np.abs(a - b).max()) for a, b in zip(weights_1, weights_2))
+    moved = max(float(np.abs(a).max()) for a in weights_1)
+    print(json.dumps({"loss_1": loss_1, "loss_2": loss_2, "replicas": replicas, "max_weight_diff": diff, "moved": moved}))
