@@ -179,3 +179,20 @@ def test_official_weights_export_import_is_exact_and_strict(tiny_config):
     checkpoints.load_official_weights(target.encoder, encoder_keys)
     missing, unexpected = checkpoints.load_official_weights(target.encoder, state_dict, strict=False)
     assert not missing and "mask_token" in unexpected
+
+
+def test_mask_tokens_in_encoder_ablation(tiny_config):
+    model = make(tiny_config, encode_mask_tokens=True)
+    images = images_for(tiny_config)
+    noise = np.random.default_rng(3).random((4, 6)).astype("float32")
+    out = model(images, noise=noise)
+    assert out["latent"].shape == (4, 7, 16)  # CLS + every patch
+    assert out["pred"].shape == (4, 6, 48)
+    np.testing.assert_array_equal(to_np(out["mask"]), to_np(make(tiny_config)(images, noise=noise)["mask"]))
+    # Removed patches' pixels do not reach the encoder: changing them leaves the latent unchanged.
+    mask_pixels = to_np(model.reconstruct(images, noise=noise)["mask"])
+    changed = images + 3.0 * mask_pixels
+    np.testing.assert_allclose(to_np(model(changed, noise=noise)["latent"]), to_np(out["latent"]), atol=1e-5)
+    model.compile(optimizer="adamw")
+    model.fit(images, epochs=1, batch_size=4, verbose=0)
+    assert keras_mae.MaskedAutoencoder.from_config(model.get_config()).encode_mask_tokens

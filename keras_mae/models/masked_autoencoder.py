@@ -33,6 +33,8 @@ class MaskedAutoencoder(keras.Model):
         drop_path_rate: float. Encoder stochastic depth. Defaults to 0.
         layer_norm_epsilon: float. Defaults to 1e-6.
         seed: int or None. Seed of the masking noise.
+        encode_mask_tokens: bool. Ablation (Table 1c): the encoder also sees
+            mask tokens. Defaults to False, the paper's asymmetric design.
 
     Call arguments:
         images: float tensor (batch, height, width, num_channels), already normalised.
@@ -69,6 +71,7 @@ class MaskedAutoencoder(keras.Model):
         drop_path_rate=0.0,
         layer_norm_epsilon=1e-6,
         seed=None,
+        encode_mask_tokens=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -87,7 +90,8 @@ class MaskedAutoencoder(keras.Model):
         self.encoder = ViTEncoder(
             self.image_size, self.patch_size, self.num_channels, hidden_dim, num_layers, num_heads, mlp_dim,
             mask_ratio=mask_ratio, mask_strategy=mask_strategy, drop_path_rate=drop_path_rate,
-            layer_norm_epsilon=layer_norm_epsilon, seed=seed, dtype=self.dtype_policy, name="encoder",
+            layer_norm_epsilon=layer_norm_epsilon, seed=seed, encode_mask_tokens=encode_mask_tokens,
+            dtype=self.dtype_policy, name="encoder",
         )
         self.decoder = MAEDecoder(
             self.grid_size, self.patch_size**2 * self.num_channels, self.decoder_hidden_dim,
@@ -107,6 +111,7 @@ class MaskedAutoencoder(keras.Model):
     mask_strategy = property(lambda self: self.encoder.mask_strategy)
     drop_path_rate = property(lambda self: self.encoder.drop_path_rate)
     layer_norm_epsilon = property(lambda self: self.encoder.layer_norm_epsilon)
+    encode_mask_tokens = property(lambda self: self.encoder.encode_mask_tokens)
 
     def call(self, images, noise=None, training=False):
         latent, mask, ids_restore = self.encoder(images, noise=noise, masking=True, training=training)
@@ -227,6 +232,7 @@ class MaskedAutoencoder(keras.Model):
                 "drop_path_rate": self.drop_path_rate,
                 "layer_norm_epsilon": self.layer_norm_epsilon,
                 "seed": self.seed,
+                "encode_mask_tokens": self.encode_mask_tokens,
             }
         )
         return config
