@@ -1,0 +1,219 @@
+"""Pretraining throughput of keras_mae on each backend against a PyTorch reference, in one run.
+
+    .venv/bin/python benchmarks/train_step.py --preset=mae_vit_tiny_patch4_28 --batch_size=256 \
+        --backends=jax,tensorflow,torch --reference
+
+For each backend (a subprocess each, so memory peaks are separate) it reports images/s (median of timed
+windows after warm-up), peak RSS, the model's FLOP/s and its utilisation (MFU) of the float32 matmul peak
+measured in the same process, and the tf.data pipeline's images/s. `--reference` adds Hugging Face
+transformers' `ViTMAEForPreTraining` with torch AdamW on the same config. Not a test: numbers go to
+BENCHMARKS.md.
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+def train_flops(config, batch):
+    """Forward + backward FLOPs of one MAE step (3x the forward; multiply-add = 2 FLOPs)."""
+    height, width = (config["image_size"],) * 2 if isinstance(config["image_size"], int) else config["image_size"]
+    p, c = config["patch_size"], config["num_channels"]
+    num_patches = (height // p) * (width // p)
+    ratio = config.get("mask_ratio", 0.75)
+    encoded = 1 + (num_patches if config.get("encode_mask_tokens") else int(num_patches * (1 - ratio)))
+
+    def blocks(tokens, dim, mlp, layers):
+        return layers * (2 * tokens * dim * 4 * dim + 4 * tokens * tokens * dim + 4 * tokens * dim * mlp)
+
+    d, dd = config["hidden_dim"], config["decoder_hidden_dim"]
+    forward = 2 * num_patches * p * p * c * d + blocks(encoded, d, config["mlp_dim"], config["num_layers"])
+    forward += 2 * encoded * d * dd + blocks(1 + num_patches, dd, config["decoder_mlp_dim"], config["decoder_num_layers"])
+    forward += 2 * (1 + num_patches) * dd * p * p * c
+    return 3 * forward * batch
+
+
+def peak_rss_mib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def timed_windows(step, steps, windows, warmup):
+    for _ in range(warmup):
+        step()
+    durations = []
+    for _ in range(windows):
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        durations.append((time.perf_counter() - start) / steps)
+    return statistics.median(durations)
+
+
+def matmul_peak(framework, n=2048, reps=10):
+    """Best float32 matmul FLOP/s of `framework` ("keras" on its backend, or "torch")."""
+    import numpy as np
+
+    a = np.random.default_rng(0).normal(size=(n, n)).astype("float32")
+    if framework == "torch":
+        import torch
+
+        x = torch.from_numpy(a)
+        run = lambda: torch.matmul(x, x)  # noqa: E731
+    else:
+        import keras
+
+        x = keras.ops.convert_to_tensor(a)
+        if keras.backend.backend() == "jax":
+            import jax
+
+            f = jax.jit(lambda t: t @ t)
+            run = lambda: f(x).block_until_ready()  # noqa: E731
+        elif keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            f = tf.function(lambda t: tf.matmul(t, t), jit_compile=True)
+            run = lambda: f(x).numpy()  # noqa: E731
+        else:
+            run = lambda: keras.ops.matmul(x, x)  # noqa: E731
+    run()
+    best = min(timed_windows(run, 1, reps, 1) for _ in range(3))
+    return 2 * n**3 / best
+
+
+def measure_keras(args, config):
+    import keras
+    import numpy as np
+
+    import keras_mae
+
+    keras.config.set_dtype_policy(args.dtype_policy)
+    model = keras_mae.MaskedAutoencoder(**config, seed=0)
+    model.compile(optimizer=keras.optimizers.AdamW(1e-4, beta_2=0.95, weight_decay=0.05), jit_compile="auto")
+    images = np.random.default_rng(0).normal(size=(args.batch_size, *model.image_size, model.num_channels))
+    images = images.astype("float32")
+    import tensorflow as tf
+
+    class Timer(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            float(logs["loss"])  # waits for the step on every backend
+            stamps.append(time.perf_counter())
+
+    stamps = []
+    total = args.warmup + args.windows * args.steps
+    dataset = tf.data.Dataset.from_tensors(images).repeat().prefetch(2)
+    model.fit(dataset, epochs=1, steps_per_epoch=total, callbacks=[Timer()], verbose=0)
+    windows = [(stamps[args.warmup - 1 + (i + 1) * args.steps] - stamps[args.warmup - 1 + i * args.steps]) / args.steps
+               for i in range(args.windows)]
+    return statistics.median(windows), matmul_peak("keras")
+
+
+def measure_reference(args, config):
+    import torch
+    import transformers
+
+    height = config["image_size"] if isinstance(config["image_size"], int) else config["image_size"][0]
+    hf = transformers.ViTMAEConfig(
+        image_size=height, patch_size=config["patch_size"], num_channels=config["num_channels"],
+        hidden_size=config["hidden_dim"], num_hidden_layers=config["num_layers"], num_attention_heads=config["num_heads"],
+        intermediate_size=config["mlp_dim"], decoder_hidden_size=config["decoder_hidden_dim"],
+        decoder_num_hidden_layers=config["decoder_num_layers"], decoder_num_attention_heads=config["decoder_num_heads"],
+        decoder_intermediate_size=config["decoder_mlp_dim"], mask_ratio=config.get("mask_ratio", 0.75),
+        norm_pix_loss=config.get("norm_pix_loss", False), layer_norm_eps=1e-6, qkv_bias=True,
+    )
+    model = transformers.ViTMAEForPreTraining(hf).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05)
+    images = torch.randn(args.batch_size, config["num_channels"], height, height)
+
+    def step():
+        loss = model(pixel_values=images).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss.item()
+
+    seconds = timed_windows(step, args.steps, args.windows, args.warmup)
+    return seconds, matmul_peak("torch")
+
+
+def measure_pipeline(args, config):
+    from keras_mae import data
+
+    if not args.dataset:
+        return None
+    ds = data.make_pretrain_dataset(args.dataset, config["image_size"], args.batch_size, seed=0)
+    iterator = iter(ds.repeat())
+    return args.batch_size / timed_windows(lambda: next(iterator), 5, 3, 2)
+
+
+def run_one(args, role):
+    from keras_mae.models.presets import preset_config
+
+    config = preset_config(args.preset)
+    config.update(json.loads(args.overrides))
+    if role == "reference":
+        seconds, peak = measure_reference(args, config)
+        pipeline = None
+    else:
+        seconds, peak = measure_keras(args, config)
+        pipeline = measure_pipeline(args, config)
+    flops = train_flops(config, args.batch_size) / seconds
+    print(json.dumps({
+        "role": role, "images_per_sec": args.batch_size / seconds, "ms_per_step": 1000 * seconds,
+        "peak_rss_mib": peak_rss_mib(), "model_gflops": flops / 1e9, "matmul_peak_gflops": peak / 1e9,
+        "mfu": flops / peak, "pipeline_images_per_sec": pipeline,
+    }))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="mae_vit_tiny_patch4_28")
+    parser.add_argument("--overrides", default="{}", help='JSON constructor overrides, e.g. {"mask_ratio": 0.5}')
+    parser.add_argument("--batch_size", type=int, default=256)
+    parser.add_argument("--backends", default="jax,tensorflow,torch")
+    parser.add_argument("--reference", action="store_true", help="also time HF ViTMAEForPreTraining + torch AdamW")
+    parser.add_argument("--dataset", default=None, help="also time the tf.data pipeline on this dataset")
+    parser.add_argument("--dtype_policy", default="float32")
+    parser.add_argument("--steps", type=int, default=5, help="steps per timed window")
+    parser.add_argument("--windows", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--role", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.role:
+        return run_one(args, args.role)
+
+    roles = [("keras_mae", b) for b in args.backends.split(",") if b] + ([("reference", "torch")] if args.reference else [])
+    results = []
+    for role, backend in roles:
+        command = [sys.executable, __file__, *sys.argv[1:], f"--role={role}"]
+        env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+        out = subprocess.run(command, env=env, capture_output=True, text=True, cwd=ROOT)
+        if out.returncode:
+            print(out.stderr[-3000:], file=sys.stderr)
+            continue
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        result["backend"] = backend
+        results.append(result)
+        print(json.dumps(result), file=sys.stderr)
+    reference = next((r for r in results if r["role"] == "reference"), None)
+    print(f"\n{args.preset} {args.overrides} batch {args.batch_size} {args.dtype_policy}")
+    print("| implementation | backend | images/s | vs reference | ms/step | peak RSS MiB | GFLOP/s | matmul peak GFLOP/s | MFU | pipeline images/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        ratio = f"{r['images_per_sec'] / reference['images_per_sec']:.2f}x" if reference else "-"
+        pipeline = f"{r['pipeline_images_per_sec']:.0f}" if r["pipeline_images_per_sec"] else "-"
+        name = "HF ViTMAE (PyTorch reference)" if r["role"] == "reference" else "keras_mae"
+        print(f"| {name} | {r['backend']} | {r['images_per_sec']:.0f} | {ratio} | {r['ms_per_step']:.0f} | "
+              f"{r['peak_rss_mib']:.0f} | {r['model_gflops']:.1f} | {r['matmul_peak_gflops']:.0f} | "
+              f"{100 * r['mfu']:.1f}% | {pipeline} |")
+
+
+if __name__ == "__main__":
+    main()
