@@ -1,6 +1,6 @@
 """keras_mae: Masked Autoencoder pretraining of Vision Transformers in Keras 3."""
 
 from keras_mae import checkpoints, layers
-from keras_mae.models import MAEDecoder, MaskedAutoencoder, PRESETS, ViTEncoder
+from keras_mae.models import MAEDecoder, MaskedAutoencoder, PRESETS, ViTClassifier, ViTEncoder
 
 __version__ = "0.1.0"

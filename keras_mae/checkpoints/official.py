@@ -51,13 +51,31 @@ def decoder_variables(decoder):
     return variables
 
 
+def classifier_variables(model):
+    """Official fine-tuned keys (`models_vit.py`) -> keras variable for a ViTClassifier.
+
+    With global pooling there is no `norm.*` (the official model deletes it) but `fc_norm.*`.
+    """
+    variables = encoder_variables(model.encoder)
+    if model.global_pool:
+        del variables["norm.weight"], variables["norm.bias"]
+        variables.update(_dense_or_norm("fc_norm", model.fc_norm))
+    if model.head is not None:
+        variables.update(_dense_or_norm("head", model.head))
+    return variables
+
+
 def official_variables(model):
-    """Official key -> keras variable for a MaskedAutoencoder or a ViTEncoder."""
+    """Official key -> keras variable for a MaskedAutoencoder, a ViTClassifier or a ViTEncoder."""
     if hasattr(model, "decoder"):
         return {**encoder_variables(model.encoder), **decoder_variables(model.decoder)}
+    if hasattr(model, "encoder") and hasattr(model, "global_pool"):
+        return classifier_variables(model)
     if hasattr(model, "patch_embed"):
         return encoder_variables(model)
-    raise ValueError(f"Expected a MaskedAutoencoder or a ViTEncoder; received {type(model).__name__}.")
+    raise ValueError(
+        f"Expected a MaskedAutoencoder, a ViTClassifier or a ViTEncoder; received {type(model).__name__}."
+    )
 
 
 def to_keras_layout(array):
@@ -88,18 +106,31 @@ def as_numpy(value):
 
 
 def unwrap_state_dict(state_dict):
-    """The state dict inside an official checkpoint file's `{"model": ...}` wrapper."""
-    if isinstance(state_dict, dict) and "model" in state_dict and isinstance(state_dict["model"], dict):
-        return state_dict["model"]
+    """The state dict inside a checkpoint's `{"model": ...}` (or `state_dict`, `model_state`) wrapper.
+
+    A `module.` prefix on every key (saved from DistributedDataParallel) is removed too.
+    """
+    for wrapper in ("model", "state_dict", "model_state"):
+        if isinstance(state_dict, dict) and isinstance(state_dict.get(wrapper), dict):
+            state_dict = state_dict[wrapper]
+            break
+    if isinstance(state_dict, dict) and state_dict and all(str(k).startswith("module.") for k in state_dict):
+        state_dict = {k[len("module."):]: v for k, v in state_dict.items()}
     return state_dict
+
+
+def _names(keys, limit=10):
+    """The first `limit` keys, and how many more: errors stay readable for a ViT-H's 500 keys."""
+    shown = ", ".join(repr(key) for key in keys[:limit])
+    return f"[{shown}{f', ... and {len(keys) - limit} more' if len(keys) > limit else ''}]"
 
 
 def load_official_weights(model, state_dict, strict=True):
     """Loads official-layout weights (numpy arrays or torch tensors) into a model.
 
     Args:
-        model: a `MaskedAutoencoder` (encoder and decoder keys) or a
-            `ViTEncoder` (encoder keys only).
+        model: a `MaskedAutoencoder` (encoder and decoder keys), a
+            `ViTClassifier` (fine-tuned keys) or a `ViTEncoder` (encoder keys only).
         state_dict: dict from official key (`cls_token`, `blocks.0.attn.qkv.weight`,
             ...) to arrays in PyTorch's layout; a `{"model": state_dict}`
             wrapper is unwrapped.
@@ -115,8 +146,8 @@ def load_official_weights(model, state_dict, strict=True):
     unexpected = sorted(set(state_dict) - set(variables))
     if strict and (missing or unexpected):
         raise ValueError(
-            f"State dict does not match {type(model).__name__}: missing keys {missing}, unexpected keys "
-            f"{unexpected}; check the model config, or pass strict=False to load the keys that match."
+            f"State dict does not match {type(model).__name__}: missing keys {_names(missing)}, unexpected keys "
+            f"{_names(unexpected)}; check the model config, or pass strict=False to load the keys that match."
         )
     for key, variable in variables.items():
         if key not in state_dict:

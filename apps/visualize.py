@@ -1,0 +1,129 @@
+"""MAE reconstruction figures: original | masked | reconstruction | reconstruction + visible, one PNG per image.
+
+    python apps/visualize.py --checkpoint=mae_visualize_vit_large.pth --images=photos/ --output_dir=figures/
+    python apps/visualize.py --checkpoint=runs/fmnist --images=samples/ --output_dir=figures/
+
+--checkpoint takes an official facebookresearch/mae file (.pth, or .safetensors / .npz in its layout), a
+Hugging Face ViTMAE directory, a `.keras` file, or a workdir of apps/pretrain.py (model.keras + run.json,
+whose mean/std are used). Images are resized to the model's image size (or --image_size) without cropping,
+as the official demo. The masks are fixed by --seed, so figures are comparable across checkpoints.
+"""
+
+import os
+
+from absl import app, flags
+
+import common
+
+flags.DEFINE_string(
+    "checkpoint", None, "Official/HF/timm checkpoint file or directory, a .keras file or a pretraining workdir.",
+    required=True)
+flags.DEFINE_list("images", None, "Image files and/or folders of images.", required=True)
+flags.DEFINE_string("output_dir", None, "Where the PNG figures go (created).", required=True)
+flags.DEFINE_float("mask_ratio", 0.75, "Fraction of patches removed, in [0, 1).")
+flags.DEFINE_integer("seed", 0, "Seed of the masking noise.")
+flags.DEFINE_list("image_size", None, "Model input size, 'S' or 'H,W'; defaults to the checkpoint's.")
+flags.DEFINE_list("mean", None, "Per-channel mean of [0, 1] pixels; defaults to run.json's, else ImageNet's.")
+flags.DEFINE_list("std", None, "Per-channel std; defaults to run.json's, else ImageNet's.")
+flags.DEFINE_boolean(
+    "norm_pix_loss", False,
+    "The checkpoint predicts per-patch normalised pixels. Official files: the mae_visualize_* weights are trained "
+    "on raw pixels (False, the default); the *_full.pth pretraining checkpoints with norm_pix (pass --norm_pix_loss). "
+    "Workdirs, .keras files and HF directories use their own config unless the flag is given.")
+flags.DEFINE_integer("num_heads", None, "Encoder heads, for widths other than 192/384/768/1024/1280.")
+flags.DEFINE_integer("decoder_num_heads", None, "Decoder heads, for decoder widths other than 512 and the above.")
+flags.DEFINE_integer("batch_size", 8, "Images per forward pass.")
+FLAGS = flags.FLAGS
+
+
+def parse_floats(name, values):
+    try:
+        return None if values is None else [float(v) for v in values]
+    except ValueError:
+        raise common.UserError(
+            f"--{name} must be comma-separated numbers. Received: --{name}={','.join(values)}"
+        ) from None
+
+
+def image_size_flag():
+    size = parse_floats("image_size", FLAGS.image_size)
+    if size is None:
+        return None
+    if len(size) not in (1, 2) or any(s < 1 or s != int(s) for s in size):
+        raise common.UserError(
+            f"--image_size must be 'S' or 'H,W' in pixels. Received: --image_size={','.join(FLAGS.image_size)}"
+        )
+    return (int(size[0]), int(size[-1]))
+
+
+def run_record(checkpoint):
+    """run.json of a pretraining workdir (or beside a .keras file), or {}."""
+    folder = checkpoint if os.path.isdir(checkpoint) else os.path.dirname(checkpoint)
+    if checkpoint.endswith(".keras") or os.path.isfile(os.path.join(folder, "model.keras")):
+        if os.path.isfile(os.path.join(folder, "run.json")):
+            return common.read_run(folder)
+    return {}
+
+
+def load(checkpoint):
+    from keras_mae import MaskedAutoencoder, checkpoints
+
+    if not os.path.exists(checkpoint):
+        raise common.UserError(f"--checkpoint {checkpoint!r} does not exist; pass a checkpoint file or directory.")
+    ours_or_hf = os.path.isdir(checkpoint) or checkpoint.endswith(".keras")
+    given = FLAGS["norm_pix_loss"].present or not ours_or_hf
+    try:
+        model = checkpoints.load_model(
+            checkpoint, image_size=image_size_flag(), mask_ratio=FLAGS.mask_ratio,
+            norm_pix_loss=FLAGS.norm_pix_loss if given else None,
+            num_heads=FLAGS.num_heads, decoder_num_heads=FLAGS.decoder_num_heads,
+        )
+    except ImportError as error:
+        raise common.UserError(str(error)) from None
+    if not isinstance(model, MaskedAutoencoder):
+        raise common.UserError(
+            f"--checkpoint {checkpoint!r} holds a {type(model).__name__} without the MAE decoder; reconstructions "
+            "need one with it, e.g. mae_visualize_vit_large.pth or mae_pretrain_vit_large_full.pth."
+        )
+    return model
+
+
+def main(argv):
+    import keras
+    import numpy as np
+
+    from keras_mae.utils.image_files import IMAGENET_MEAN, IMAGENET_STD, check_normalisation, find_images, read_images
+    from keras_mae.utils.image_grid import reconstruction_grid, write_png
+
+    if FLAGS.batch_size < 1:
+        raise common.UserError(f"--batch_size must be at least 1. Received: --batch_size={FLAGS.batch_size}")
+    files = find_images(FLAGS.images)
+    run = run_record(FLAGS.checkpoint)
+    model = load(FLAGS.checkpoint)
+    mean = parse_floats("mean", FLAGS.mean) or run.get("mean") or IMAGENET_MEAN
+    std = parse_floats("std", FLAGS.std) or run.get("std") or IMAGENET_STD
+    if model.num_channels == 1 and not (FLAGS.mean or run.get("mean")):
+        mean, std = [float(np.mean(mean))], [float(np.mean(std))]  # grayscale: one ImageNet-like value
+    mean, std = check_normalisation(mean, std, model.num_channels)
+    images = read_images(files, model.image_size, model.num_channels, mean, std)
+    noise = np.random.default_rng(FLAGS.seed).random((len(files), model.encoder.num_patches)).astype("float32")
+
+    os.makedirs(FLAGS.output_dir, exist_ok=True)
+    written = []
+    for start in range(0, len(files), FLAGS.batch_size):
+        batch = slice(start, start + FLAGS.batch_size)
+        out = model.reconstruct(images[batch], noise=noise[batch])
+        out = {k: keras.ops.convert_to_numpy(v) for k, v in out.items()}
+        for i, path in enumerate(files[batch]):
+            figure = reconstruction_grid(images[batch][i : i + 1], {k: v[i : i + 1] for k, v in out.items()}, mean, std)
+            stem = os.path.splitext(os.path.basename(path))[0]
+            name = f"{stem}_mae.png" if f"{stem}_mae.png" not in written else f"{stem}_{start + i}_mae.png"
+            write_png(os.path.join(FLAGS.output_dir, name), figure)
+            written.append(name)
+    height, width = model.image_size
+    print(f"Wrote {len(written)} figures ({height}x{width} panels, mask_ratio {model.mask_ratio}, "
+          f"norm_pix_loss {model.norm_pix_loss}) to {FLAGS.output_dir}")
+
+
+if __name__ == "__main__":
+    app.run(common.run_main(main))

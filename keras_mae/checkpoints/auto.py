@@ -1,0 +1,113 @@
+"""`load_model`: the right keras_mae model, weights loaded, from any checkpoint."""
+
+import inspect
+import os
+
+from keras_mae.checkpoints.loading import (
+    checkpoint_kind, fit_position_embeddings, infer_config, model_grid, read_checkpoint,
+)
+from keras_mae.checkpoints.official import export_official_weights, load_official_weights
+from keras_mae.models.image_size import grid_shape, image_shape
+
+
+def _model_class(kind):
+    from keras_mae.models import MaskedAutoencoder, ViTClassifier, ViTEncoder
+
+    return {"mae": MaskedAutoencoder, "classifier": ViTClassifier, "encoder": ViTEncoder}[kind]
+
+
+def _check_overrides(cls, overrides):
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"}
+    for name, value in overrides.items():
+        if name not in accepted:
+            raise ValueError(
+                f"{name}={value!r} does not apply to this checkpoint's model, a {cls.__name__}; "
+                f"its arguments are {', '.join(sorted(accepted))}."
+            )
+
+
+def _keras_path(path):
+    if path.endswith(".keras"):
+        return path
+    candidate = os.path.join(path, "model.keras")
+    return candidate if os.path.isdir(path) and os.path.isfile(candidate) else None
+
+
+def _load_keras(path, image_size, overrides):
+    """A `.keras` model; rebuilt with new arguments (weights carried over) when they differ."""
+    import keras
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Model file {path!r} does not exist; check the path.")
+    model = keras.saving.load_model(path, compile=False)
+    config = model.get_config()
+    if image_size is not None:
+        overrides["image_size"] = image_shape(image_size)
+    _check_overrides(type(model), overrides)
+    changes = {k: v for k, v in overrides.items() if k not in config or config[k] != v}
+    if not changes:
+        return model
+    rebuilt = type(model).from_config({**config, **changes})
+    weights = fit_position_embeddings(export_official_weights(model), model_grid(rebuilt), model_grid(model))
+    load_official_weights(rebuilt, weights)
+    return rebuilt
+
+
+def load_model(path_or_state_dict, image_size=None, **overrides):
+    """The keras_mae model a checkpoint holds, with its weights, optionally at another image size.
+
+    Official facebookresearch/mae files (`mae_pretrain_vit_*.pth` -> `ViTEncoder`,
+    `mae_visualize_vit_*.pth` and `*_full.pth` -> `MaskedAutoencoder`,
+    `mae_finetuned_vit_*.pth` -> `ViTClassifier`), timm ViT state dicts,
+    Hugging Face ViTMAE directories or models, files from `save_official`, and
+    our own `.keras` files (or a pretraining workdir holding `model.keras`).
+    The config comes from the weights' shapes (heads from the width, see
+    `infer_config`), a HF config, or the `.keras` file.
+
+    Args:
+        path_or_state_dict: a path (`.pth`/`.pt`/`.bin`, `.safetensors`,
+            `.npz`, `.keras`, a HF directory or a workdir), a HF / torch model,
+            or a state dict.
+        image_size: int, (height, width) or None. Build at this size: learned
+            position embeddings are resized bicubically as the official
+            `interpolate_pos_embed`, sin-cos ones recomputed. Defaults to the
+            checkpoint's size.
+        **overrides: constructor arguments to set or override, e.g.
+            `num_heads=` for a non-standard width, `norm_pix_loss=True` for a
+            checkpoint trained with it, `mask_ratio=`, `drop_path_rate=`.
+            None values are ignored.
+
+    Returns:
+        A `MaskedAutoencoder`, `ViTClassifier` or `ViTEncoder` with the weights loaded.
+
+    >>> import keras_mae
+    >>> mae = keras_mae.MaskedAutoencoder.from_preset("mae_vit_tiny_patch4_28", num_layers=1, decoder_num_layers=1)
+    >>> weights = keras_mae.checkpoints.export_official_weights(mae)
+    >>> load_model(weights, image_size=32, decoder_num_heads=4).encoder.grid_size
+    (8, 8)
+    """
+    overrides = {key: value for key, value in overrides.items() if value is not None}
+    if isinstance(path_or_state_dict, (str, os.PathLike)):
+        keras_path = _keras_path(os.fspath(path_or_state_dict))
+        if keras_path:
+            return _load_keras(keras_path, image_size, overrides)
+    state_dict, known = read_checkpoint(path_or_state_dict)
+    cls = _model_class(checkpoint_kind(state_dict))
+    heads = {key: overrides.get(key, known.get(key)) for key in ("num_heads", "decoder_num_heads")}
+    inferred = {**infer_config(state_dict, **heads), **known}
+    accepted = set(inspect.signature(cls.__init__).parameters)
+    config = {key: value for key, value in inferred.items() if key in accepted}
+    _check_overrides(cls, overrides)
+    config.update(overrides)
+    old_grid = None if config["image_size"] is None else grid_shape(config["image_size"], config["patch_size"])
+    config["image_size"] = image_size if image_size is not None else config["image_size"]
+    if config["image_size"] is None:
+        length = state_dict["pos_embed"].shape[-2] - 1
+        raise ValueError(
+            f"Cannot tell the image size of a checkpoint with {length} learned, non-square positions; "
+            "pass image_size=(height, width)."
+        )
+    model = cls(**config)
+    weights = fit_position_embeddings(state_dict, model_grid(model), old_grid)
+    load_official_weights(model, weights, strict=True)
+    return model

@@ -1,0 +1,140 @@
+"""Checkpoint files in and out: `.pth`/`.pt`/`.bin` (PyTorch, weights only), `.safetensors`, `.npz`.
+
+PyTorch files are read with `torch.load(weights_only=True)` only: a pickle
+that would build anything but tensors and plain containers is refused before
+any of it runs.
+"""
+
+import argparse
+import os
+import pickle
+import re
+
+import numpy as np
+
+from keras_mae.checkpoints.official import as_numpy, export_official_weights, unwrap_state_dict
+
+TORCH_EXTENSIONS = (".pth", ".pt", ".bin")
+EXTENSIONS = TORCH_EXTENSIONS + (".safetensors", ".npz")
+NO_TORCH = "Reading .pth needs PyTorch: pip install torch, or convert the file to .safetensors/.npz"
+
+
+def _extension(path):
+    ext = os.path.splitext(os.fspath(path))[1].lower()
+    if ext not in EXTENSIONS:
+        raise ValueError(
+            f"Unknown checkpoint extension {ext or '(none)'!r} in {os.fspath(path)!r}; "
+            f"use one of {', '.join(EXTENSIONS)}."
+        )
+    return ext
+
+
+def _torch_load(path):
+    try:
+        import torch
+    except ImportError:
+        raise ImportError(NO_TORCH) from None
+    try:
+        # argparse.Namespace: the `args` the official main_*.py store beside the weights; it only sets attributes.
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        found = re.search(r"Unsupported global: (GLOBAL )?([^\s]+)", str(error))
+        what = f" (it would call {found.group(2)})" if found else ""
+        raise ValueError(
+            f"Refusing to load {path!r}: it is a pickle holding more than tensors{what}, which could run code; "
+            "only weights are read. If you trust it, re-save its state dict as .safetensors or .npz."
+        ) from None
+
+
+def _safetensors_load(path):
+    from safetensors.numpy import load_file
+
+    try:
+        return load_file(path)
+    except (TypeError, ValueError):  # bfloat16 has no numpy dtype: go through torch when it is there
+        try:
+            from safetensors.torch import load_file as load_torch
+        except ImportError:
+            raise ValueError(
+                f"{path!r} holds bfloat16 tensors; reading them needs PyTorch: pip install torch."
+            ) from None
+        return load_torch(path)
+
+
+def read_state_dict(path):
+    """A checkpoint file's state dict, as numpy arrays.
+
+    Args:
+        path: str or path-like. `.pth`/`.pt`/`.bin` (read with
+            `torch.load(..., weights_only=True)`), `.safetensors` or `.npz`.
+            `{"model": ...}`, `{"state_dict": ...}` and `{"model_state": ...}`
+            wrappers and a DDP `module.` prefix are removed.
+
+    Returns:
+        dict from key to numpy array (bfloat16 becomes float32).
+    """
+    path = os.fspath(path)
+    ext = _extension(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Checkpoint file {path!r} does not exist; check the path.")
+    if ext in TORCH_EXTENSIONS:
+        state_dict = _torch_load(path)
+    elif ext == ".safetensors":
+        state_dict = _safetensors_load(path)
+    else:
+        with np.load(path, allow_pickle=False) as data:
+            state_dict = {key: data[key] for key in data.files}
+    state_dict = unwrap_state_dict(state_dict)
+    if not isinstance(state_dict, dict):
+        raise ValueError(f"{path!r} holds a {type(state_dict).__name__}, not a state dict of named tensors.")
+    arrays = {str(key): as_numpy(value) for key, value in state_dict.items() if hasattr(value, "shape")}
+    return {key: a.astype("float32") if a.dtype.name == "bfloat16" else a for key, a in arrays.items()}
+
+
+def write_state_dict(state_dict, path):
+    """Writes numpy arrays as `.pth` (`{"model": state_dict}` of torch tensors), `.safetensors` or `.npz`.
+
+    Args:
+        state_dict: dict from key to numpy array.
+        path: str or path-like; the extension picks the format.
+
+    Returns:
+        The path written.
+    """
+    path = os.fspath(path)
+    ext = _extension(path)
+    state_dict = {key: np.ascontiguousarray(value) for key, value in state_dict.items()}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    if ext in TORCH_EXTENSIONS:
+        try:
+            import torch
+        except ImportError:
+            raise ImportError("Writing .pth needs PyTorch: pip install torch, or write .safetensors/.npz") from None
+        torch.save({"model": {key: torch.from_numpy(value) for key, value in state_dict.items()}}, path)
+    elif ext == ".safetensors":
+        from safetensors.numpy import save_file
+
+        save_file(state_dict, path, metadata={"format": "pt"})  # "pt": transformers / timm read it as torch
+    else:
+        with open(path, "wb") as f:  # a file object: np.savez would append ".npz" to other names
+            np.savez(f, **state_dict)
+    return path
+
+
+def save_official(model, path):
+    """Saves a keras_mae model's weights in the official facebookresearch/mae layout.
+
+    PyTorch code loads the result strictly: `model.load_state_dict(torch.load(path)["model"])`
+    for `.pth`, `safetensors.torch.load_file(path)` for `.safetensors`.
+
+    Args:
+        model: a `MaskedAutoencoder` (pretraining keys with decoder), a
+            `ViTEncoder` (`mae_pretrain_vit_*` keys) or a `ViTClassifier`
+            (`mae_finetuned_vit_*` keys).
+        path: str or path-like ending in `.pth`/`.pt`, `.safetensors` or `.npz`.
+
+    Returns:
+        The path written.
+    """
+    return write_state_dict(export_official_weights(model), path)
