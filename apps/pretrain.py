@@ -34,16 +34,20 @@ flags.DEFINE_integer("num_reconstructions", 8, "Images in the reconstruction sum
 flags.DEFINE_integer("knn_every", 0, "Epochs between kNN accuracy checks on labelled data (0: off).")
 flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"], "XLA / jit compilation of the train step.")
 flags.DEFINE_string("dtype_policy", "float32", "float32, mixed_bfloat16 or mixed_float16.")
+flags.DEFINE_enum("distribution", "none", ["none", "data_parallel", "mirrored", "multi_worker_mirrored", "tpu", "ddp"],
+                  "Multi-device engine: data_parallel (jax), mirrored / multi_worker_mirrored / tpu (tensorflow).")
 flags.DEFINE_integer("verbose", 1, "Keras progress output: 0 silent, 1 bar, 2 one line per epoch.")
 FLAGS = flags.FLAGS
 
 RUN_FLAGS = ["preset", *common.MODEL_FLAGS, "dataset", "data_dir", "workdir", "epochs", "warmup_epochs",
              "batch_size", "accum_steps", "base_lr", "lr", "min_lr", "weight_decay", "clip_grad", "steps_per_epoch",
              "seed", "checkpoint_every", "keep_checkpoints", "reconstruction_every", "num_reconstructions",
-             "knn_every", "jit_compile", "dtype_policy"]
+             "knn_every", "jit_compile", "dtype_policy", "distribution"]
 
 
 def check_flags(config):
+    import keras
+
     for name in ("epochs", "batch_size", "accum_steps", "checkpoint_every", "keep_checkpoints"):
         if getattr(FLAGS, name) < 1:
             raise common.UserError(f"--{name} must be at least 1. Received: --{name}={getattr(FLAGS, name)}")
@@ -51,6 +55,15 @@ def check_flags(config):
         raise common.UserError(f"--warmup_epochs must be in [0, epochs={FLAGS.epochs}]. Received: {FLAGS.warmup_epochs}")
     if FLAGS.dtype_policy not in ("float32", "mixed_bfloat16", "mixed_float16", "bfloat16"):
         raise common.UserError(f"--dtype_policy must be float32, mixed_bfloat16 or mixed_float16. Received: {FLAGS.dtype_policy}")
+    if FLAGS.dtype_policy == "mixed_float16" and keras.backend.backend() == "jax" and not _jax_has_gpu():
+        raise common.UserError("--dtype_policy=mixed_float16 needs a GPU on the jax backend (XLA:CPU has no float16 "
+                               "matmul with float32 accumulation); use --dtype_policy=mixed_bfloat16 on CPU.")
+
+
+def _jax_has_gpu():
+    import jax
+
+    return any(device.platform == "gpu" for device in jax.devices())
 
 
 def main(argv):
@@ -58,16 +71,23 @@ def main(argv):
 
     import keras_mae
     from keras_mae import callbacks, data, optimizers
+    from keras_mae.distribution import setup_distribution
 
     config = common.model_config(FLAGS)
     check_flags(config)
     keras.config.set_dtype_policy(FLAGS.dtype_policy)
     keras.utils.set_random_seed(FLAGS.seed)
-    model = keras_mae.MaskedAutoencoder(**config, seed=FLAGS.seed)  # validates sizes and mask_ratio
+    scope, replicas = setup_distribution(FLAGS.distribution)
+    if FLAGS.batch_size % replicas:
+        raise common.UserError(f"--batch_size={FLAGS.batch_size} (global) must be divisible by the {replicas} replicas.")
+    with scope():
+        model = keras_mae.MaskedAutoencoder(**config, seed=FLAGS.seed)  # validates sizes and mask_ratio
     common.check_workdir(FLAGS.workdir, needed_bytes=3 * 4 * model.count_params())
 
     source = data.load_source(FLAGS.dataset, "train", FLAGS.data_dir, model.num_channels)
-    train = data.make_pretrain_dataset(source, model.image_size, FLAGS.batch_size, seed=FLAGS.seed)
+    if source.num_examples is not None and source.num_examples < FLAGS.batch_size:
+        raise common.UserError(f"{FLAGS.dataset!r} has {source.num_examples} images, fewer than "
+                               f"--batch_size={FLAGS.batch_size}; lower --batch_size.")
     steps = (source.num_examples or 0) // FLAGS.batch_size
     if FLAGS.steps_per_epoch:
         steps = min(steps, FLAGS.steps_per_epoch) if steps else FLAGS.steps_per_epoch
@@ -77,20 +97,24 @@ def main(argv):
     effective_batch = FLAGS.batch_size * FLAGS.accum_steps
     peak_lr = FLAGS.lr if FLAGS.lr is not None else FLAGS.base_lr * effective_batch / 256
     schedule = optimizers.WarmupCosineDecay(peak_lr, FLAGS.warmup_epochs * steps, FLAGS.epochs * steps, FLAGS.min_lr)
-    model.compile(
-        optimizer=optimizers.make_pretrain_optimizer(
-            model, schedule, FLAGS.weight_decay,
-            gradient_accumulation_steps=FLAGS.accum_steps if FLAGS.accum_steps > 1 else None,
-            global_clipnorm=FLAGS.clip_grad,
-        ),
-        jit_compile={"auto": "auto", "true": True, "false": False}[FLAGS.jit_compile],
-    )
+    with scope():
+        model.compile(
+            optimizer=optimizers.make_pretrain_optimizer(
+                model, schedule, FLAGS.weight_decay,
+                gradient_accumulation_steps=FLAGS.accum_steps if FLAGS.accum_steps > 1 else None,
+                global_clipnorm=FLAGS.clip_grad,
+            ),
+            jit_compile={"auto": "auto", "true": True, "false": False}[FLAGS.jit_compile],
+        )
 
     workdir = FLAGS.workdir
     checkpoint_dir = os.path.join(workdir, "checkpoints")
     initial_epoch = callbacks.restore_latest(model, checkpoint_dir)
     if initial_epoch:
         print(f"Resuming from epoch {initial_epoch} (step {int(model.optimizer.iterations)}) in {checkpoint_dir}")
+    # Epoch e's order and crops depend on (seed, e) only: a resumed run sees the batches of an uninterrupted one.
+    train = data.make_pretrain_dataset(source, model.image_size, FLAGS.batch_size, seed=FLAGS.seed,
+                                       steps_per_epoch=steps, initial_epoch=initial_epoch)
     common.write_flags(FLAGS, os.path.join(workdir, "flags.txt"), RUN_FLAGS)
     run = {"model_config": model.get_config(), "dataset": FLAGS.dataset, "mean": list(source.mean), "std": list(source.std)}
     with open(os.path.join(workdir, "run.json"), "w") as f:
@@ -119,17 +143,27 @@ def main(argv):
 
 
 def knn_monitor(source, model, workdir):
-    """A KNNMonitor on labelled data, when --knn_every asks for one."""
+    """A KNNMonitor on labelled data, when --knn_every asks for one.
+
+    The memory bank is 10,000 training images and the evaluated set 2,000 test images, the same ones every
+    time: a fixed-seed shuffle (not only the first images, which in a folder of class folders are few classes).
+    """
     if not FLAGS.knn_every:
         return []
     if not source.num_classes:
         raise common.UserError(f"--knn_every needs a labelled dataset; {FLAGS.dataset!r} has no labels.")
+    import dataclasses
+
     from keras_mae import callbacks, data
 
     def subset(split, n):
-        ds = data.make_eval_dataset(FLAGS.dataset, model.image_size, 256, model.num_channels, split=split,
-                                    data_dir=FLAGS.data_dir, mean=source.mean, std=source.std)
-        return ds.unbatch().take(n).batch(256)
+        full = source if split == "train" else data.load_source(FLAGS.dataset, split, FLAGS.data_dir, model.num_channels)
+        if full.keys is None:
+            fixed = dataclasses.replace(full, dataset=full.dataset.take(n))
+        else:  # shuffles file names / indices / encoded bytes, not decoded images
+            keys = full.keys.shuffle(n, seed=FLAGS.seed, reshuffle_each_iteration=False).take(n)
+            fixed = dataclasses.replace(full, dataset=full.decode_fn(keys), keys=None, decode_fn=None)
+        return data.make_eval_dataset(fixed, model.image_size, 256, mean=source.mean, std=source.std)
 
     return [callbacks.KNNMonitor(subset("train", 10000), subset("test", 2000), FLAGS.knn_every,
                                  log_dir=os.path.join(workdir, "tensorboard", "knn"))]

@@ -5,6 +5,7 @@ import json
 import os
 
 import keras
+import numpy as np
 
 from keras_mae.utils.atomic import atomic_path, write_json_atomic
 
@@ -44,7 +45,19 @@ def restore_latest(model, directory):
     if model.optimizer is not None and not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
     model.load_weights(weights)
+    with open(weights[: -len(".weights.h5")] + ".json") as f:
+        states = json.load(f).get("seed_states")
+    variables = _seed_states(model)
+    if states is not None and len(states) == len(variables):  # older checkpoints restart the noise
+        for variable, state in zip(variables, states):
+            variable.assign(np.asarray(state, variable.dtype))
     return epoch
+
+
+def _seed_states(model):
+    """The `SeedGenerator` states (masking noise, drop path): model variables that weight files leave out."""
+    saved = {id(v) for v in model.weights}
+    return [v for v in model.variables if id(v) not in saved]
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
@@ -85,7 +98,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
         weights = os.path.join(self.directory, name + ".weights.h5")
         with atomic_path(weights) as tmp:
             self.model.save_weights(tmp)
-        meta = {"epoch": epoch, "weights": os.path.basename(weights)}
+        meta = {"epoch": epoch, "weights": os.path.basename(weights),
+                "seed_states": [keras.ops.convert_to_numpy(v).tolist() for v in _seed_states(self.model)]}
         meta.update({k: float(v) for k, v in (logs or {}).items() if isinstance(v, (int, float))})
         write_json_atomic(os.path.join(self.directory, name + ".json"), meta)
         self._prune()

@@ -1,10 +1,15 @@
 """Batched tf.data pipelines for `model.fit` / `model.evaluate` on any Keras backend.
 
 tf.data runs on TensorFlow whatever `KERAS_BACKEND` is; Keras converts each
-batch to the backend's arrays. Every element gets its own stateless seed from
-`tf.data.Dataset.random(seed)`, so a pipeline is reproducible from `seed`
-alone (whatever the parallelism) and still draws new crops each epoch.
+batch to the backend's arrays. Every element gets its own stateless seed, so
+a pipeline is reproducible from `seed` alone (whatever the parallelism) and
+still draws new crops each epoch. Given `steps_per_epoch`, the pretraining
+pipeline is indexed by epoch: epoch e's order and crops depend only on
+`(seed, e)`, so a run resumed at epoch e sees the batches an uninterrupted
+run would.
 """
+
+import random
 
 import tensorflow as tf
 
@@ -47,7 +52,8 @@ def _batch(examples, batch_size, with_labels, drop_remainder):
 
 def make_pretrain_dataset(spec_or_source, image_size, batch_size, num_channels=None, seed=0,
                           augment=True, with_labels=False, split="train", data_dir=None,
-                          shuffle_buffer=10000, drop_remainder=True, mean=None, std=None):
+                          shuffle_buffer=10000, drop_remainder=True, mean=None, std=None,
+                          steps_per_epoch=None, initial_epoch=0):
     """Builds the MAE pretraining input: shuffled, augmented, normalised batches.
 
     Augmentation follows facebookresearch/mae `main_pretrain.py`: random resized
@@ -69,6 +75,17 @@ def make_pretrain_dataset(spec_or_source, image_size, batch_size, num_channels=N
         drop_remainder: bool. Drop the last incomplete batch (static shapes for jit).
         mean: sequence or None. Per-channel mean in [0, 1] units; None uses the source's.
         std: sequence or None. Per-channel std in [0, 1] units; None uses the source's.
+        steps_per_epoch: int or None. None: one pass over the data per
+            iteration of the dataset, reshuffled and re-cropped on each (`fit`
+            iterates once per epoch); reproducible within one process only.
+            An int: an endless dataset of epochs of exactly this many full
+            batches (pass the same value to `fit`); epoch e is shuffled and
+            cropped from `(seed, e)` alone, so a run resumed with
+            `fit(initial_epoch=e)` gets the batches of an uninterrupted one.
+            Each epoch starts a fresh shuffle, and tops up from a reshuffle if
+            the data runs short. Defaults to None.
+        initial_epoch: int. The first epoch produced, with `steps_per_epoch`:
+            the epoch a resumed `fit` starts at. Defaults to 0.
 
     Returns:
         `tf.data.Dataset` of float32 `[batch, height, width, C]`, or of
@@ -82,27 +99,60 @@ def make_pretrain_dataset(spec_or_source, image_size, batch_size, num_channels=N
     source, size, mean, std = _prepare(
         spec_or_source, image_size, batch_size, num_channels, split, data_dir, mean, std
     )
-    examples = source.examples(shuffle_buffer, seed)
-    if augment:
-        noise = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-        examples = tf.data.Dataset.zip((examples, noise))
+    shape = (*size, source.num_channels)
 
-        def transform(example, noise):
-            image, label = example
-            pair = tf.stack([tf.constant(seed or 0, tf.int64), noise])  # This example's seed.
-            crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(pair, 2))
+    def transform(example, example_seed):
+        image, label = example
+        if augment:
+            crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(example_seed, 2))
             image = augment_lib.random_resized_crop(image, size, crop_seed)
             image = augment_lib.random_flip(image, flip_seed)
-            return augment_lib.normalize(image, mean, std), label
-
-    else:
-
-        def transform(image, label):
+        else:
             image = augment_lib.resize_center_crop(image, size)
-            return augment_lib.normalize(image, mean, std), label
+        # The crop loses the static channel count, which jit-compiled steps need.
+        return tf.ensure_shape(augment_lib.normalize(image, mean, std), shape), label
 
-    examples = examples.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
-    return _batch(examples, batch_size, with_labels, drop_remainder)
+    if steps_per_epoch is None:
+        if initial_epoch:
+            raise ValueError(f"initial_epoch needs steps_per_epoch. Received: initial_epoch={initial_epoch!r}")
+        base = tf.constant(seed or 0, tf.int64)
+        example_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).map(
+            lambda noise: tf.stack([base, noise])
+        )
+        examples = tf.data.Dataset.zip((source.examples(shuffle_buffer, seed), example_seeds))
+        return _batch(examples.map(transform, num_parallel_calls=tf.data.AUTOTUNE), batch_size, with_labels,
+                      drop_remainder)
+    return _epochs(source, transform, batch_size, with_labels, shuffle_buffer, steps_per_epoch, initial_epoch,
+                   random.randrange(2**31) if seed is None else seed)
+
+
+def _epochs(source, transform, batch_size, with_labels, shuffle_buffer, steps_per_epoch, initial_epoch, seed):
+    """The endless, epoch-indexed pretraining pipeline: epoch e depends on (seed, e) only."""
+    for name, value, low in (("steps_per_epoch", steps_per_epoch, 1), ("initial_epoch", initial_epoch, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}. Received: {name}={value!r}")
+    needed = steps_per_epoch * batch_size
+    # Enough passes to fill an epoch even after files dropped while reading; bounded, so
+    # a source that yields nothing ends the data (fit says so) rather than spinning.
+    passes = -(-needed // source.num_examples) + 1 if source.num_examples else -1
+
+    def epoch_batches(epoch):
+        # Fixes this function graph's seed (not TensorFlow's global one), so the shuffle depends on
+        # (seed, epoch) alone; a global seed of 0 would also break the tensor shuffle seed.
+        tf.compat.v1.set_random_seed(1)
+        epoch_seed = tf.stack([tf.constant(seed, tf.int64), epoch])
+        shuffle_seed = tf.random.stateless_uniform([], epoch_seed, minval=None, maxval=None, dtype=tf.int64)
+        examples = source.examples(shuffle_buffer, shuffle_seed).repeat(passes).take(needed)
+        examples = examples.enumerate().map(
+            lambda i, example: transform(example, tf.random.experimental.stateless_fold_in(epoch_seed, i)),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+        return examples.batch(batch_size, drop_remainder=True)
+
+    batches = tf.data.Dataset.range(initial_epoch, 2**62).flat_map(epoch_batches)
+    if not with_labels:
+        batches = batches.map(lambda images, labels: images)
+    return batches.prefetch(tf.data.AUTOTUNE)
 
 
 def make_eval_dataset(spec_or_source, image_size, batch_size, num_channels=None, split="test",

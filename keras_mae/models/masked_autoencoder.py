@@ -84,6 +84,11 @@ class MaskedAutoencoder(keras.Model):
         self.decoder_num_heads = int(decoder_num_heads)
         self.decoder_mlp_dim = int(decoder_mlp_dim)
         self.norm_pix_loss = bool(norm_pix_loss)
+        if self.norm_pix_loss and self.patch_size**2 * self.num_channels < 2:
+            raise ValueError(
+                "norm_pix_loss needs at least 2 values per patch (patch_size**2 * num_channels); "
+                f"received patch_size={patch_size}, num_channels={num_channels}. Use a larger patch or norm_pix_loss=False."
+            )
         self.seed = seed
 
         # === Layers ===
