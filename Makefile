@@ -35,6 +35,8 @@ test: install data
 
 pretrain: install data
 	KERAS_BACKEND=$(BACKEND) $(PY) apps/pretrain.py --flagfile=apps/configs/fashion_mnist.flags --workdir=$(WORKDIR) $(ARGS)
+	KERAS_BACKEND=$(BACKEND) $(PY) apps/linear_probe.py --flagfile=apps/configs/linprobe_fashion_mnist.flags \
+	  --encoder=$(WORKDIR) --workdir=$(WORKDIR)/linear_probe --cache_features --compare_random_init
 
 clean:
 	rm -rf $(VENV) .pytest_cache

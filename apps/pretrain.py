@@ -128,8 +128,8 @@ def main(argv):
     )
     fit_callbacks = [
         nan_guard,
+        *knn_monitor(source, model, workdir),  # before TrainingLog, so knn_top1 reaches log.jsonl
         callbacks.TrainingLog(FLAGS.batch_size, os.path.join(workdir, "log.jsonl")),
-        *knn_monitor(source, model, workdir),
         callbacks.EpochCheckpoint(checkpoint_dir, FLAGS.checkpoint_every, FLAGS.keep_checkpoints),
         reconstructions,
         keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard"), write_graph=False),

@@ -1,0 +1,136 @@
+"""What linear_probe.py and finetune.py share: a pretrained encoder from anywhere, its normalisation, results."""
+
+import json
+import os
+
+import common
+
+ENCODER_HELP = (
+    "Pretrained encoder: a pretraining workdir (encoder.keras, else its latest checkpoint), a .keras file "
+    "(MaskedAutoencoder, ViTEncoder, ViTClassifier or LinearProbe), encoder .weights.h5 (with --preset), or "
+    "official / timm / Hugging Face weights (.pth, .safetensors, .npz, a HF directory)."
+)
+
+
+def _encoder_of(model):
+    from keras_mae.models import ViTEncoder
+
+    encoder = model if isinstance(model, ViTEncoder) else getattr(model, "encoder", None)
+    if not isinstance(encoder, ViTEncoder):
+        raise common.UserError(f"{type(model).__name__} holds no ViTEncoder; pass an MAE, encoder or classifier.")
+    return encoder
+
+
+def _from_workdir(workdir, run):
+    import keras
+
+    from keras_mae import MaskedAutoencoder
+    from keras_mae.callbacks import complete_checkpoints
+
+    path = os.path.join(workdir, "encoder.keras")
+    if os.path.isfile(path):
+        return keras.saving.load_model(path, compile=False), path, path
+    checkpoints = complete_checkpoints(os.path.join(workdir, "checkpoints"))
+    if not checkpoints:
+        raise common.UserError(f"{workdir!r} has neither encoder.keras nor a complete checkpoint; pretrain first.")
+    epoch, weights = checkpoints[-1]
+    model = MaskedAutoencoder.from_config(run["model_config"])
+    model.load_weights(weights, skip_mismatch=False)  # optimizer variables in the file are skipped
+    return model.encoder, f"{weights} (epoch {epoch})", weights
+
+
+def load_encoder(spec, preset=None, image_size=None):
+    """A pretrained `ViTEncoder` and what is known about its pretraining.
+
+    Args:
+        spec: str. See ENCODER_HELP.
+        preset: str or None. Architecture of a bare `.weights.h5` file.
+        image_size: (height, width) or None. For official weights: the size to build at.
+
+    Returns:
+        `(encoder, info)`: info has `source` (what was loaded), `modified`
+        (its mtime) and, from a workdir's run.json, `mean`, `std` and `dataset`.
+    """
+    import keras
+
+    from keras_mae import ViTEncoder, checkpoints
+
+    spec = os.path.expanduser(spec)
+    if not os.path.exists(spec):
+        raise common.UserError(f"--encoder {spec!r} does not exist; pass a pretraining workdir or a model file.")
+    if os.path.isdir(spec) and os.path.isfile(os.path.join(spec, "run.json")):
+        run = common.read_run(spec)
+        encoder, source, path = _from_workdir(spec, run)
+        return _encoder_of(encoder), {"source": source, "modified": os.path.getmtime(path), "mean": run.get("mean"),
+                                       "std": run.get("std"), "dataset": run.get("dataset")}
+    info = {"source": spec, "modified": os.path.getmtime(spec)}
+    if spec.endswith(".weights.h5"):
+        if not preset:
+            raise common.UserError(f"{spec!r} holds weights only; pass the --preset whose encoder saved them.")
+        encoder = ViTEncoder.from_preset(preset)
+        encoder.load_weights(spec)
+        return encoder, info
+    if spec.endswith(".keras"):
+        model = keras.saving.load_model(spec, compile=False)
+        run_json = os.path.join(os.path.dirname(spec), "run.json")
+        if os.path.isfile(run_json):  # a .keras file inside a pretraining workdir
+            run = common.read_run(os.path.dirname(spec))
+            info.update(mean=run.get("mean"), std=run.get("std"), dataset=run.get("dataset"))
+        return _encoder_of(model), info
+    model = checkpoints.load_model(spec, image_size=image_size)  # official / timm / HF layouts
+    return _encoder_of(model), info
+
+
+def random_encoder_like(encoder, seed):
+    """A freshly initialised encoder of `encoder`'s config: the random-init baseline (sin-cos table included)."""
+    import keras
+
+    from keras_mae import ViTEncoder
+
+    keras.utils.set_random_seed(seed)
+    config = {key: value for key, value in encoder.get_config().items() if key not in ("name", "trainable", "dtype")}
+    return ViTEncoder(**config, name="random_encoder")
+
+
+def resolve_dataset(flag_value, info):
+    """--dataset, else the pretraining's."""
+    dataset = flag_value or info.get("dataset")
+    if not dataset:
+        raise common.UserError("Pass --dataset (the encoder does not say which data it was pretrained on).")
+    return dataset
+
+
+def statistics(source, info):
+    """Normalisation: the pretraining run's mean/std when known (the encoder saw those), else the data's."""
+    if info.get("mean") and len(info["mean"]) in (1, source.num_channels):
+        return info["mean"], info["std"]
+    return source.mean, source.std
+
+
+def forget_other_runs(workdir, key):
+    """Drops the checkpoints of a run on another encoder / data in this workdir, so rerunning does not resume them.
+
+    Rerunning `make pretrain` after more pretraining must probe the new encoder, not evaluate the old head.
+
+    Args:
+        workdir: str. The downstream run's workdir.
+        key: str. What the run depends on (JSON); kept in workdir/run_key.json.
+    """
+    import shutil
+
+    path = os.path.join(workdir, "run_key.json")
+    if os.path.isfile(path):
+        with open(path) as f:
+            if f.read() == key:
+                return
+        print(f"The encoder or data changed since the last run in {workdir}: starting afresh")
+        shutil.rmtree(os.path.join(workdir, "checkpoints"), ignore_errors=True)
+    with open(path, "w") as f:
+        f.write(key)
+
+
+def write_json(path, record):
+    from keras_mae.utils.atomic import write_json_atomic
+
+    write_json_atomic(path, record)
+    print(f"Results:          {path}")

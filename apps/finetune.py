@@ -1,0 +1,200 @@
+"""End-to-end fine-tuning of a pretrained encoder, as facebookresearch/mae `main_finetune.py`.
+
+    KERAS_BACKEND=jax python apps/finetune.py --flagfile=apps/configs/finetune_fashion_mnist.flags \
+        --encoder=runs/fashion_mnist --workdir=runs/fashion_mnist/finetune
+
+ViTClassifier (global pool + fc_norm, drop path), AdamW with layer-wise lr decay, lr = base_lr * batch / 256 with
+warmup then cosine to min_lr; RandomResizedCrop + flip + RandAugment + random erasing, mixup / cutmix and label
+smoothing. Top-1 / top-5 on the eval split go to workdir/finetune.json. Rerunning resumes from the last checkpoint.
+"""
+
+import json
+import os
+
+from absl import app, flags
+
+import common
+import downstream
+
+flags.DEFINE_string("encoder", None, downstream.ENCODER_HELP + " None: train from scratch (--preset).")
+flags.DEFINE_string("preset", None, "Architecture of an --encoder=*.weights.h5 file, or of a from-scratch model.")
+flags.DEFINE_string("workdir", None, "Where checkpoints, logs and the model go; defaults to <encoder workdir>/finetune.")
+flags.DEFINE_string("dataset", None, "Labelled dataset (as pretrain.py's --dataset); defaults to the pretraining's.")
+flags.DEFINE_string("data_dir", None, "TFDS data_dir.")
+flags.DEFINE_string("train_split", "train", "Split trained on.")
+flags.DEFINE_string("eval_split", "test", "Split evaluated (ImageNet: validation).")
+flags.DEFINE_boolean("global_pool", True, "Mean of patch tokens + fc_norm (True) or the CLS token.")
+flags.DEFINE_float("drop_path_rate", 0.1, "Stochastic depth (B 0.1, L 0.2, H 0.3).")
+flags.DEFINE_integer("epochs", 100, "Training epochs (B 100, L and H 50).")
+flags.DEFINE_integer("warmup_epochs", 5, "Linear warm-up epochs.")
+flags.DEFINE_integer("batch_size", 1024, "Images per step (per optimizer update: batch_size * accum_steps).")
+flags.DEFINE_integer("accum_steps", 1, "Gradient accumulation steps (official accum_iter).")
+flags.DEFINE_float("base_lr", 1e-3, "Learning rate = base_lr * batch_size * accum_steps / 256 (B: 5e-4).")
+flags.DEFINE_float("lr", None, "Absolute peak learning rate; overrides base_lr.")
+flags.DEFINE_float("min_lr", 1e-6, "Learning rate at the end of the cosine.")
+flags.DEFINE_float("weight_decay", 0.05, "AdamW weight decay (not on biases, norms, cls_token, pos_embed).")
+flags.DEFINE_float("layer_decay", 0.75, "Layer-wise lr decay (B 0.65, L and H 0.75).")
+flags.DEFINE_float("clip_grad", None, "Clip the global gradient norm.")
+flags.DEFINE_boolean("rand_augment", True, "RandAugment rand-m9-mstd0.5-inc1.")
+flags.DEFINE_float("random_erasing_prob", 0.25, "Random erasing probability (official --reprob).")
+flags.DEFINE_float("mixup_alpha", 0.8, "Mixup Beta parameter; 0 disables (official --mixup).")
+flags.DEFINE_float("cutmix_alpha", 1.0, "Cutmix Beta parameter; 0 disables (official --cutmix).")
+flags.DEFINE_float("switch_prob", 0.5, "Probability of cutmix rather than mixup for a batch.")
+flags.DEFINE_float("label_smoothing", 0.1, "Label smoothing (official --smoothing).")
+flags.DEFINE_integer("eval_every", 1, "Epochs between evaluations (0: only at the end).")
+flags.DEFINE_integer("eval_batch_size", 256, "Images per evaluation step.")
+flags.DEFINE_integer("steps_per_epoch", None, "Cap steps per epoch (smoke runs).")
+flags.DEFINE_integer("seed", 0, "Seed of data order, augmentation, head init and drop path.")
+flags.DEFINE_integer("checkpoint_every", 1, "Epochs between checkpoints.")
+flags.DEFINE_integer("keep_checkpoints", 2, "Complete checkpoints kept.")
+flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"], "XLA / jit compilation of the train step.")
+flags.DEFINE_string("dtype_policy", "float32", "float32, mixed_bfloat16 or mixed_float16.")
+flags.DEFINE_integer("verbose", 2, "Keras progress output: 0 silent, 1 bar, 2 one line per epoch.")
+FLAGS = flags.FLAGS
+
+RUN_FLAGS = ["encoder", "preset", "workdir", "dataset", "data_dir", "train_split", "eval_split", "global_pool",
+             "drop_path_rate", "epochs", "warmup_epochs", "batch_size", "accum_steps", "base_lr", "lr", "min_lr",
+             "weight_decay", "layer_decay", "clip_grad", "rand_augment", "random_erasing_prob", "mixup_alpha",
+             "cutmix_alpha", "switch_prob", "label_smoothing", "eval_every", "eval_batch_size", "steps_per_epoch",
+             "seed", "checkpoint_every", "keep_checkpoints", "jit_compile", "dtype_policy"]
+
+
+def check_flags():
+    for name in ("epochs", "batch_size", "accum_steps", "eval_batch_size", "checkpoint_every", "keep_checkpoints"):
+        if getattr(FLAGS, name) < 1:
+            raise common.UserError(f"--{name} must be at least 1. Received: --{name}={getattr(FLAGS, name)}")
+    if not 0 <= FLAGS.warmup_epochs < FLAGS.epochs:
+        raise common.UserError(f"--warmup_epochs must be in [0, epochs={FLAGS.epochs}). Received: {FLAGS.warmup_epochs}")
+    if not 0 < FLAGS.layer_decay <= 1:
+        raise common.UserError(f"--layer_decay must be in (0, 1]. Received: --layer_decay={FLAGS.layer_decay}")
+    if not (FLAGS.encoder or FLAGS.preset):
+        raise common.UserError("Pass --encoder (a pretrained encoder) or --preset (to train from scratch).")
+
+
+def pretrained_encoder():
+    """`(encoder or None, info, encoder config)` from --encoder, or --preset for a from-scratch run."""
+    from keras_mae.models.presets import ENCODER_KEYS, encoder_config
+
+    if not FLAGS.encoder:
+        return None, {"source": f"random init ({FLAGS.preset})"}, encoder_config(FLAGS.preset)
+    encoder, info = downstream.load_encoder(FLAGS.encoder, FLAGS.preset)
+    config = {key: getattr(encoder, key) for key in ENCODER_KEYS}
+    return encoder, info, {**config, "layer_norm_epsilon": encoder.layer_norm_epsilon}
+
+
+def build_model(pretrained, config, num_classes):
+    """The ViTClassifier, its encoder initialised from `pretrained` (official-layout copy, by name)."""
+    from keras_mae import ViTClassifier
+    from keras_mae.checkpoints import export_official_weights, load_official_weights
+
+    model = ViTClassifier(**config, num_classes=num_classes, global_pool=FLAGS.global_pool,
+                          drop_path_rate=FLAGS.drop_path_rate)
+    if pretrained is not None:
+        load_official_weights(model.encoder, export_official_weights(pretrained))
+    return model
+
+
+def load_data(config, info):
+    from keras_mae import data
+    from keras_mae.data.classification import make_classification_dataset, one_hot_labels
+
+    dataset = downstream.resolve_dataset(FLAGS.dataset, info)
+    channels, size = config["num_channels"], config["image_size"]
+    source = data.load_source(dataset, FLAGS.train_split, FLAGS.data_dir, channels)
+    eval_source = data.load_source(dataset, FLAGS.eval_split, FLAGS.data_dir, channels)
+    if not (source.num_classes and eval_source.num_classes):
+        raise common.UserError(f"Fine-tuning needs labels; {dataset!r} ({FLAGS.train_split}/{FLAGS.eval_split}) has none.")
+    mean, std = downstream.statistics(source, info)
+    steps = (source.num_examples or 0) // FLAGS.batch_size
+    if FLAGS.steps_per_epoch:
+        steps = min(steps, FLAGS.steps_per_epoch) if steps else FLAGS.steps_per_epoch
+    if steps < 1:
+        raise common.UserError(f"{dataset!r} has fewer than --batch_size={FLAGS.batch_size} images; lower --batch_size.")
+    num_classes = max(source.num_classes, eval_source.num_classes)
+    train = make_classification_dataset(
+        source, size, FLAGS.batch_size, seed=FLAGS.seed, mean=mean, std=std, rand_augment=FLAGS.rand_augment,
+        random_erasing_prob=FLAGS.random_erasing_prob, num_classes=num_classes, mixup_alpha=FLAGS.mixup_alpha,
+        cutmix_alpha=FLAGS.cutmix_alpha, switch_prob=FLAGS.switch_prob, label_smoothing=FLAGS.label_smoothing,
+    )
+    evaluation = one_hot_labels(data.make_eval_dataset(eval_source, size, FLAGS.eval_batch_size, mean=mean, std=std),
+                                num_classes)
+    name = dataset if isinstance(dataset, str) else "data"
+    return {"name": name, "num_classes": num_classes, "num_eval": eval_source.num_examples, "steps": steps,
+            "train": train.repeat(), "eval": evaluation}
+
+
+def main(argv):
+    import keras
+
+    from keras_mae import callbacks, optimizers
+    from keras_mae.optimizers.finetune_optimizer import make_finetune_optimizer
+
+    check_flags()
+    keras.config.set_dtype_policy(FLAGS.dtype_policy)
+    workdir = FLAGS.workdir
+    if workdir is None:
+        if not (FLAGS.encoder and os.path.isfile(os.path.join(FLAGS.encoder, "run.json"))):
+            raise common.UserError("Pass --workdir (where the fine-tuning's checkpoints and model go).")
+        workdir = os.path.join(FLAGS.encoder, "finetune")
+    if os.path.isfile(os.path.join(workdir, "run.json")):
+        raise common.UserError(f"--workdir {workdir!r} is a pretraining workdir; pass another, e.g. {workdir}/finetune.")
+    common.check_workdir(workdir)
+    common.write_flags(FLAGS, os.path.join(workdir, "flags.txt"), RUN_FLAGS)
+
+    pretrained, info, config = pretrained_encoder()
+    data = load_data(config, info)
+    downstream.forget_other_runs(workdir, json.dumps(
+        {"encoder": info["source"], "modified": info.get("modified"), "dataset": data["name"],
+         "train_split": FLAGS.train_split, "global_pool": FLAGS.global_pool}, sort_keys=True))
+    keras.utils.set_random_seed(FLAGS.seed)
+    model = build_model(pretrained, config, data["num_classes"])
+    print(f"Encoder:          {info['source']} ({model.num_layers} blocks, width {model.hidden_dim})")
+
+    steps = data["steps"]
+    peak_lr = FLAGS.lr if FLAGS.lr is not None else FLAGS.base_lr * FLAGS.batch_size * FLAGS.accum_steps / 256
+    schedule = optimizers.WarmupCosineDecay(peak_lr, FLAGS.warmup_epochs * steps, FLAGS.epochs * steps, FLAGS.min_lr)
+    model.compile(
+        optimizer=make_finetune_optimizer(
+            model, schedule, FLAGS.weight_decay, FLAGS.layer_decay, global_clipnorm=FLAGS.clip_grad,
+            gradient_accumulation_steps=FLAGS.accum_steps if FLAGS.accum_steps > 1 else None,
+        ),
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True),  # soft (mixed, smoothed) targets
+        metrics=[keras.metrics.CategoricalAccuracy(name="top1"),
+                 keras.metrics.TopKCategoricalAccuracy(min(5, model.num_classes), name="top5")],
+        jit_compile={"auto": "auto", "true": True, "false": False}[FLAGS.jit_compile],
+    )
+    checkpoint_dir = os.path.join(workdir, "checkpoints")
+    initial_epoch = callbacks.restore_latest(model, checkpoint_dir)
+    if initial_epoch:
+        print(f"Resuming from epoch {initial_epoch} (step {int(model.optimizer.iterations)}) in {checkpoint_dir}")
+    nan_guard = callbacks.StopOnNonFiniteLoss(checkpoint_dir)
+    if initial_epoch < FLAGS.epochs:
+        model.fit(
+            data["train"], epochs=FLAGS.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
+            validation_data=data["eval"] if FLAGS.eval_every else None, validation_freq=max(FLAGS.eval_every, 1),
+            verbose=FLAGS.verbose, shuffle=False,
+            callbacks=[
+                nan_guard,
+                callbacks.TrainingLog(FLAGS.batch_size, os.path.join(workdir, "log.jsonl")),
+                callbacks.EpochCheckpoint(checkpoint_dir, FLAGS.checkpoint_every, FLAGS.keep_checkpoints),
+                keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard"), write_graph=False),
+            ],
+        )
+    if nan_guard.message:
+        raise SystemExit(f"finetune.py: {nan_guard.message}")
+    results = {key: float(value) for key, value in model.evaluate(data["eval"], verbose=0, return_dict=True).items()}
+    from keras_mae.utils.atomic import atomic_path
+
+    with atomic_path(os.path.join(workdir, "classifier.keras")) as tmp:
+        model.save(tmp)
+    print(f"\nFine-tune top-1 on {data['name']} {FLAGS.eval_split} ({data['num_eval']} images): "
+          f"{100 * results['top1']:.1f}% (top-5 {100 * results['top5']:.1f}%)")
+    print(f"Classifier:       {os.path.join(workdir, 'classifier.keras')}")
+    downstream.write_json(os.path.join(workdir, "finetune.json"), {
+        "encoder": info["source"], "dataset": data["name"], "eval_split": FLAGS.eval_split,
+        "num_eval": data["num_eval"], "epochs": FLAGS.epochs, "batch_size": FLAGS.batch_size, **results,
+    })
+
+
+if __name__ == "__main__":
+    app.run(common.run_main(main))

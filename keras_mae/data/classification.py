@@ -1,0 +1,158 @@
+"""Training input for linear probing and fine-tuning (facebookresearch/mae `main_linprobe.py`, `main_finetune.py`).
+
+Linear probe: RandomResizedCrop(scale 0.08-1, bicubic) + flip, normalise.
+Fine-tune (timm `create_transform(is_training=True, auto_augment=
+"rand-m9-mstd0.5-inc1", re_prob=0.25, re_mode="pixel")` + `Mixup`): the same
+crop and flip, RandAugment, normalise, random erasing, then per batch mixup or
+cutmix with smoothed soft targets (`mix.py`). Evaluation input is
+`make_eval_dataset` (resize + centre crop).
+"""
+
+import math
+
+import tensorflow as tf
+
+from keras_mae.data import augment as augment_lib
+from keras_mae.data.base import ALPHA_MEAN, ALPHA_STD, adapt_stats
+from keras_mae.data.mix import mix_batch
+from keras_mae.data.sources import load_source
+
+LINPROBE_CROP_SCALE = (0.08, 1.0)  # torchvision's default, as main_linprobe / timm's transform.
+_ATTEMPTS = 10
+
+
+def random_erasing(image, seed, probability=0.25, area=(0.02, 1 / 3), log_aspect=(math.log(0.3), math.log(1 / 0.3))):
+    """timm `RandomErasing(mode="pixel", max_count=1)` on one normalised image.
+
+    With `probability`, up to ten boxes are drawn (area fraction uniform in
+    `area`, aspect ratio log-uniform); the first that fits strictly inside the
+    image is filled with N(0, 1) noise per pixel and channel.
+
+    Args:
+        image: float32 tensor [H, W, C] (static shape), normalised.
+        seed: int tensor [2]. Stateless seed.
+        probability: float. Defaults to 0.25.
+        area: (min, max) fraction of the image erased. Defaults to timm's (0.02, 1/3).
+        log_aspect: (min, max) log aspect ratio. Defaults to timm's (log 0.3, log 1/0.3).
+
+    Returns:
+        float32 tensor [H, W, C].
+    """
+    height, width = image.shape[0], image.shape[1]
+    seeds = tf.random.experimental.stateless_split(seed, 5)
+    target = tf.random.stateless_uniform([_ATTEMPTS], seeds[0], *area) * float(height * width)
+    aspect = tf.exp(tf.random.stateless_uniform([_ATTEMPTS], seeds[1], *log_aspect))
+    h = tf.cast(tf.round(tf.sqrt(target * aspect)), tf.int32)
+    w = tf.cast(tf.round(tf.sqrt(target / aspect)), tf.int32)
+    fits = (w < width) & (h < height)
+    first = tf.argmax(tf.cast(fits, tf.int32))
+    h, w = tf.gather(h, first), tf.gather(w, first)
+    offset = tf.random.stateless_uniform([2], seeds[2])  # randint(0, H - h) is inclusive
+    top = tf.cast(tf.floor(offset[0] * tf.cast(height - h + 1, tf.float32)), tf.int32)
+    left = tf.cast(tf.floor(offset[1] * tf.cast(width - w + 1, tf.float32)), tf.int32)
+    erase = (tf.random.stateless_uniform([], seeds[3]) < probability) & tf.reduce_any(fits)
+    rows = tf.range(height)[:, None]
+    cols = tf.range(width)[None, :]
+    box = (rows >= top) & (rows < top + h) & (cols >= left) & (cols < left + w) & erase  # [H, W]
+    noise = tf.random.stateless_normal(tf.shape(image), seeds[4])
+    return tf.where(box[:, :, None], noise, image)
+
+
+def make_rand_augment(num_channels, magnitude=0.9, magnitude_stddev=0.05, augmentations_per_image=2, rate=0.5):
+    """timm's "rand-m9-mstd0.5-inc1" as `keras_cv.layers.RandAugment` on [0, 255] images.
+
+    Magnitude 9 / 10 with std 0.5 / 10, two ops, each applied with
+    probability 0.5 (timm's `AugmentOp(prob=0.5)`; keras-cv's default rate is
+    10/11). keras-cv's op set is timm's minus invert, rotate, posterize,
+    solarize-add and sharpness. Its colour ops need RGB: grey images are
+    repeated to 3 channels and averaged back; a 4th (alpha) channel passes
+    through. Its randomness is stateful, so not reproducible from a seed.
+
+    Returns:
+        callable `[H, W, C] float in [0, 255] -> same`.
+    """
+    import keras_cv  # Only fine-tuning needs it (slow import).
+
+    layer = keras_cv.layers.RandAugment(
+        value_range=(0, 255), augmentations_per_image=augmentations_per_image, magnitude=magnitude,
+        magnitude_stddev=magnitude_stddev, rate=rate,
+    )
+
+    def apply(image):
+        rgb = tf.repeat(image, 3, axis=-1) if num_channels == 1 else image[..., :3]
+        out = tf.cast(layer(rgb), tf.float32)
+        if num_channels == 1:
+            return tf.reduce_mean(out, axis=-1, keepdims=True)
+        return out if num_channels == 3 else tf.concat([out, image[..., 3:]], axis=-1)
+
+    return apply
+
+
+def make_classification_dataset(spec_or_source, image_size, batch_size, num_channels=None, seed=0, split="train",
+                                data_dir=None, mean=None, std=None, crop_scale=LINPROBE_CROP_SCALE,
+                                rand_augment=False, random_erasing_prob=0.0, num_classes=None, mixup_alpha=0.0,
+                                cutmix_alpha=0.0, switch_prob=0.5, label_smoothing=0.0, shuffle_buffer=10000):
+    """Shuffled, augmented, normalised `(images, labels)` batches for supervised training.
+
+    Args:
+        spec_or_source: a `Source` or any spec `load_source` accepts; must be labelled.
+        image_size: int or (height, width).
+        batch_size: int. The last incomplete batch is dropped (as the official loaders).
+        num_channels: int or None. 1, 3 or 4; None keeps the data's own.
+        seed: int. Seeds shuffle, crops, flips, erasing and mixing. Defaults to 0.
+        split, data_dir: see `load_source`.
+        mean, std: per-channel statistics in [0, 1] units; None uses the source's.
+        crop_scale: (min, max) area fraction of RandomResizedCrop. Defaults to (0.08, 1).
+        rand_augment: bool. timm's rand-m9-mstd0.5-inc1 (`make_rand_augment`). Defaults to False.
+        random_erasing_prob: float. timm RandomErasing probability (0.25 to fine-tune). Defaults to 0.
+        num_classes: int or None. When set, labels become float one-hot
+            targets (smoothed, mixed); when None they stay int32 class ids.
+        mixup_alpha, cutmix_alpha, switch_prob, label_smoothing: see `mix_batch`; need `num_classes`.
+        shuffle_buffer: int. Defaults to 10000.
+
+    Returns:
+        `tf.data.Dataset` of `(float32 [batch, H, W, C], int32 [batch] or float32 [batch, num_classes])`.
+    """
+    source = load_source(spec_or_source, split, data_dir, num_channels)
+    if not source.num_classes:
+        raise ValueError(f"{source.name} has no labels; supervised training needs a labelled dataset.")
+    if num_classes is None and (mixup_alpha > 0 or cutmix_alpha > 0 or label_smoothing > 0):
+        raise ValueError("mixup, cutmix and label smoothing make soft targets: pass num_classes.")
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    channels = source.num_channels
+    mean = source.mean if mean is None else adapt_stats(mean, channels, ALPHA_MEAN)
+    std = source.std if std is None else adapt_stats(std, channels, ALPHA_STD)
+    augment = make_rand_augment(channels) if rand_augment else None
+
+    def transform(example, noise):
+        image, label = example
+        pair = tf.stack([tf.constant(seed or 0, tf.int64), noise])  # this example's seed
+        crop_seed, flip_seed, erase_seed = tf.unstack(tf.random.experimental.stateless_split(pair, 3))
+        image = augment_lib.random_resized_crop(image, size, crop_seed, scale=crop_scale)
+        image = augment_lib.random_flip(image, flip_seed)
+        if augment is not None:
+            image = tf.ensure_shape(augment(image), [*size, channels])
+        image = augment_lib.normalize(image, mean, std)
+        if random_erasing_prob > 0:
+            image = random_erasing(image, erase_seed, random_erasing_prob)
+        return image, label
+
+    noise = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    examples = tf.data.Dataset.zip((source.examples(shuffle_buffer, seed), noise))
+    batches = examples.map(transform, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size, drop_remainder=True)
+    if num_classes is not None:
+        batch_noise = tf.data.Dataset.random(seed=(seed or 0) + 1, rerandomize_each_iteration=True)
+
+        def mix(batch, noise):
+            images, labels = batch
+            batch_seed = tf.stack([tf.constant(seed or 0, tf.int64), noise])
+            return mix_batch(images, labels, batch_seed, num_classes, mixup_alpha, cutmix_alpha, switch_prob,
+                             label_smoothing=label_smoothing)
+
+        batches = tf.data.Dataset.zip((batches, batch_noise)).map(mix, num_parallel_calls=tf.data.AUTOTUNE)
+    return batches.prefetch(tf.data.AUTOTUNE)
+
+
+def one_hot_labels(dataset, num_classes):
+    """Maps the int labels of an `(images, labels)` dataset to float32 one-hot (evaluating soft-target models)."""
+    return dataset.map(lambda images, labels: (images, tf.one_hot(tf.cast(labels, tf.int32), num_classes)))
