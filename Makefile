@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BACKENDS ?= tensorflow jax torch
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 # The main job: fastest backend on a 2-core CPU for the demo preset (see BENCHMARKS.md).
-BACKEND ?= jax
+BACKEND ?= torch
 WORKDIR ?= runs/fashion_mnist
 
 .PHONY: install data test pretrain clean
