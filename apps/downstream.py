@@ -100,6 +100,28 @@ def resolve_dataset(flag_value, info):
     return dataset
 
 
+def labelled_sources(FLAGS, info, num_channels, purpose):
+    """Train and eval sources of --dataset, their normalisation and steps per epoch (0 when too few images).
+
+    Args:
+        FLAGS: the app's flags (dataset, train_split, eval_split, data_dir, batch_size, steps_per_epoch).
+        info: the pretraining run.json (or {}), for the dataset name and mean/std.
+        num_channels: int. Channels the encoder takes.
+        purpose: str. Named in the error when the data has no labels.
+    """
+    from keras_mae import data
+
+    dataset = resolve_dataset(FLAGS.dataset, info)
+    source = data.load_source(dataset, FLAGS.train_split, FLAGS.data_dir, num_channels)
+    eval_source = data.load_source(dataset, FLAGS.eval_split, FLAGS.data_dir, num_channels)
+    if not (source.num_classes and eval_source.num_classes):
+        raise common.UserError(f"{purpose} needs labels; {dataset!r} ({FLAGS.train_split}/{FLAGS.eval_split}) has none.")
+    steps = (source.num_examples or 0) // FLAGS.batch_size
+    if FLAGS.steps_per_epoch:
+        steps = min(steps, FLAGS.steps_per_epoch) if steps else FLAGS.steps_per_epoch
+    return dataset, source, eval_source, statistics(source, info), steps
+
+
 def statistics(source, info):
     """Normalisation: the pretraining run's mean/std when known (the encoder saw those), else the data's."""
     if info.get("mean") and len(info["mean"]) in (1, source.num_channels):

@@ -148,16 +148,9 @@ def load_data(encoder, info):
     from keras_mae import data
     from keras_mae.data.classification import make_classification_dataset
 
-    dataset = downstream.resolve_dataset(FLAGS.dataset, info)
-    channels, size = encoder.num_channels, encoder.image_size
-    source = data.load_source(dataset, FLAGS.train_split, FLAGS.data_dir, channels)
-    eval_source = data.load_source(dataset, FLAGS.eval_split, FLAGS.data_dir, channels)
-    if not (source.num_classes and eval_source.num_classes):
-        raise common.UserError(f"Linear probing needs labels; {dataset!r} ({FLAGS.train_split}/{FLAGS.eval_split}) has none.")
-    mean, std = downstream.statistics(source, info)
-    steps = (source.num_examples or 0) // FLAGS.batch_size
-    if FLAGS.steps_per_epoch:
-        steps = min(steps, FLAGS.steps_per_epoch) if steps else FLAGS.steps_per_epoch
+    size = encoder.image_size
+    dataset, source, eval_source, (mean, std), steps = downstream.labelled_sources(
+        FLAGS, info, encoder.num_channels, "Linear probing")
     if steps < 1 and not FLAGS.cache_features:
         raise common.UserError(f"{dataset!r} has fewer than --batch_size={FLAGS.batch_size} images; lower --batch_size.")
     plain = dict(image_size=size, batch_size=FLAGS.features_batch_size, mean=mean, std=std)
