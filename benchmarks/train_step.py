@@ -210,7 +210,7 @@ def main():
         ratio = f"{r['images_per_sec'] / reference['images_per_sec']:.2f}x" if reference else "-"
         pipeline = f"{r['pipeline_images_per_sec']:.0f}" if r["pipeline_images_per_sec"] else "-"
         name = "HF ViTMAE (PyTorch reference)" if r["role"] == "reference" else "keras_mae"
-        print(f"| {name} | {r['backend']} | {r['images_per_sec']:.0f} | {ratio} | {r['ms_per_step']:.0f} | "
+        print(f"| {name} | {r['backend']} | {r['images_per_sec']:.3g} | {ratio} | {r['ms_per_step']:.0f} | "
               f"{r['peak_rss_mib']:.0f} | {r['model_gflops']:.1f} | {r['matmul_peak_gflops']:.0f} | "
               f"{100 * r['mfu']:.1f}% | {pipeline} |")
 
