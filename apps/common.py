@@ -46,6 +46,14 @@ class UserError(Exception):
     """A problem with the user's input: reported in one sentence, no traceback."""
 
 
+_training = {"started": False}
+
+
+def training_started():
+    """Marks the end of set-up: from here on an exception is a bug and keeps its traceback."""
+    _training["started"] = True
+
+
 def run_main(main_fn):
     """Runs `main_fn(argv)`, turning user errors raised before training into one line and exit code 2."""
 
@@ -53,7 +61,7 @@ def run_main(main_fn):
         try:
             return main_fn(argv)
         except (UserError, ValueError, FileNotFoundError, PermissionError, NotADirectoryError) as error:
-            if not getattr(error, "user_facing", True):
+            if _training["started"] and not isinstance(error, UserError):
                 raise
             print(f"{os.path.basename(sys.argv[0])}: error: {error}", file=sys.stderr)
             sys.exit(2)

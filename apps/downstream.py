@@ -1,6 +1,5 @@
 """What linear_probe.py and finetune.py share: a pretrained encoder from anywhere, its normalisation, results."""
 
-import json
 import os
 
 import common

@@ -162,6 +162,7 @@ def main(argv):
         print(f"Resuming from epoch {initial_epoch} (step {int(model.optimizer.iterations)}) in {checkpoint_dir}")
     nan_guard = callbacks.StopOnNonFiniteLoss(checkpoint_dir)
     if initial_epoch < FLAGS.epochs:
+        common.training_started()
         model.fit(
             data["train"], epochs=FLAGS.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
             validation_data=data["eval"] if FLAGS.eval_every else None, validation_freq=max(FLAGS.eval_every, 1),

@@ -91,6 +91,7 @@ def probe(encoder, name, workdir, data, key):
         print(f"Resuming {name} from epoch {initial_epoch} in {checkpoint_dir}")
     every = 1 if FLAGS.cache_features else FLAGS.eval_every
     if initial_epoch < FLAGS.epochs:
+        common.training_started()
         trained.fit(
             train, epochs=FLAGS.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
             validation_data=evaluation if every else None, validation_freq=max(every, 1), shuffle=False,

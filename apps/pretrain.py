@@ -5,7 +5,6 @@
 Rerunning the same command resumes from the last complete checkpoint in --workdir.
 """
 
-import json
 import os
 
 from absl import app, flags
@@ -45,7 +44,7 @@ RUN_FLAGS = ["preset", *common.MODEL_FLAGS, "dataset", "data_dir", "workdir", "e
              "knn_every", "jit_compile", "dtype_policy", "distribution"]
 
 
-def check_flags(config):
+def check_flags():
     import keras
 
     for name in ("epochs", "batch_size", "accum_steps", "checkpoint_every", "keep_checkpoints"):
@@ -72,9 +71,10 @@ def main(argv):
     import keras_mae
     from keras_mae import callbacks, data, optimizers
     from keras_mae.distribution import setup_distribution
+    from keras_mae.utils.atomic import write_json_atomic
 
     config = common.model_config(FLAGS)
-    check_flags(config)
+    check_flags()
     keras.config.set_dtype_policy(FLAGS.dtype_policy)
     keras.utils.set_random_seed(FLAGS.seed)
     scope, replicas = setup_distribution(FLAGS.distribution)
@@ -117,8 +117,7 @@ def main(argv):
                                        steps_per_epoch=steps, initial_epoch=initial_epoch)
     common.write_flags(FLAGS, os.path.join(workdir, "flags.txt"), RUN_FLAGS)
     run = {"model_config": model.get_config(), "dataset": FLAGS.dataset, "mean": list(source.mean), "std": list(source.std)}
-    with open(os.path.join(workdir, "run.json"), "w") as f:
-        json.dump(run, f, indent=1)
+    write_json_atomic(os.path.join(workdir, "run.json"), run)
 
     shown = next(iter(data.make_eval_dataset(source, model.image_size, FLAGS.num_reconstructions, with_labels=False)))
     nan_guard = callbacks.StopOnNonFiniteLoss(checkpoint_dir)
@@ -134,6 +133,7 @@ def main(argv):
         reconstructions,
         keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard"), write_graph=False),
     ]
+    common.training_started()
     if initial_epoch < FLAGS.epochs:
         model.fit(train, epochs=FLAGS.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
                   callbacks=fit_callbacks, verbose=FLAGS.verbose, shuffle=False)
