@@ -4,13 +4,20 @@
         --backends=jax,tensorflow,torch --reference
 
 For each backend (a subprocess each, so memory peaks are separate) it reports images/s (median of timed
-windows after warm-up), peak RSS, the model's FLOP/s and its utilisation (MFU) of the float32 matmul peak
-measured in the same process, and the tf.data pipeline's images/s. `--reference` adds Hugging Face
-transformers' `ViTMAEForPreTraining` with torch AdamW on the same config. Not a test: numbers go to
-BENCHMARKS.md.
+windows after warm-up), peak RSS (and peak accelerator memory on a GPU), the model's FLOP/s and its
+utilisation (MFU) of the matmul peak measured in the same process in the compute dtype, and the tf.data
+pipeline's images/s. `--reference` adds Hugging Face transformers' `ViTMAEForPreTraining` with torch AdamW on
+the same config (under `torch.autocast` for the mixed policies). Not a test: numbers go to BENCHMARKS.md.
+
+On a GPU (no TensorFlow needed), the batch is kept on the device for every implementation (`--feed=resident`,
+the default there: `model.fit` on a generator that repeats one on-device batch):
+
+    python benchmarks/train_step.py --preset=mae_vit_base_patch16 --batch_size=256 \
+        --dtype_policy=mixed_bfloat16 --backends=jax,torch --reference --steps=10 --warmup=5
 """
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -57,20 +64,41 @@ def timed_windows(step, steps, windows, warmup):
     return statistics.median(durations)
 
 
-def matmul_peak(framework, n=2048, reps=10):
-    """Best float32 matmul FLOP/s of `framework` ("keras" on its backend, or "torch")."""
+def compute_dtype(policy):
+    return {"mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}.get(policy, "float32")
+
+
+def on_gpu(framework):
+    """Whether `framework` ("keras" on its backend, or "torch") runs on a GPU in this process."""
+    if framework == "torch" or os.environ.get("KERAS_BACKEND") == "torch":
+        import torch
+
+        return torch.cuda.is_available()
+    if os.environ.get("KERAS_BACKEND") == "jax":
+        import jax
+
+        return jax.default_backend() == "gpu"
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def matmul_peak(framework, dtype="float32", reps=10):
+    """Best matmul FLOP/s of `framework` ("keras" on its backend, or "torch") in `dtype`, on its device."""
     import numpy as np
 
+    n = 8192 if on_gpu(framework) else 2048
     a = np.random.default_rng(0).normal(size=(n, n)).astype("float32")
     if framework == "torch":
         import torch
 
-        x = torch.from_numpy(a)
-        run = lambda: torch.matmul(x, x)  # noqa: E731
+        x = torch.from_numpy(a).to("cuda" if on_gpu("torch") else "cpu", getattr(torch, dtype))
+        sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+        run = lambda: (torch.matmul(x, x), sync())  # noqa: E731
     else:
         import keras
 
-        x = keras.ops.convert_to_tensor(a)
+        x = keras.ops.convert_to_tensor(a, dtype=dtype)
         if keras.backend.backend() == "jax":
             import jax
 
@@ -82,10 +110,26 @@ def matmul_peak(framework, n=2048, reps=10):
             f = tf.function(lambda t: tf.matmul(t, t), jit_compile=True)
             run = lambda: f(x).numpy()  # noqa: E731
         else:
-            run = lambda: keras.ops.matmul(x, x)  # noqa: E731
+            import torch
+
+            sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+            run = lambda: (keras.ops.matmul(x, x), sync())  # noqa: E731
     run()
     best = min(timed_windows(run, 1, reps, 1) for _ in range(3))
     return 2 * n**3 / best
+
+
+def peak_device_mib(framework):
+    """Peak accelerator memory of this process in MiB, or None on CPU."""
+    if not on_gpu(framework):
+        return None
+    if framework == "torch" or os.environ.get("KERAS_BACKEND") == "torch":
+        import torch
+
+        return torch.cuda.max_memory_allocated() / 2**20
+    import jax
+
+    return jax.devices()[0].memory_stats()["peak_bytes_in_use"] / 2**20
 
 
 def measure_keras(args, config):
@@ -96,23 +140,35 @@ def measure_keras(args, config):
 
     keras.config.set_dtype_policy(args.dtype_policy)
     model = keras_mae.MaskedAutoencoder(**config, seed=0)
-    model.compile(optimizer=keras.optimizers.AdamW(1e-4, beta_2=0.95, weight_decay=0.05), jit_compile="auto")
+    model.compile(optimizer=keras.optimizers.AdamW(1e-4, beta_2=0.95, weight_decay=0.05), jit_compile=args.jit_compile)
     images = np.random.default_rng(0).normal(size=(args.batch_size, *model.image_size, model.num_channels))
     images = images.astype("float32")
-    import tensorflow as tf
 
     class Timer(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
             float(logs["loss"])  # waits for the step on every backend
             stamps.append(time.perf_counter())
 
+    if feed(args, "keras") == "resident":
+        resident = keras.ops.convert_to_tensor(images)  # On the device, as the reference's batch.
+        batches = ((resident,) for _ in itertools.count())
+    else:
+        import tensorflow as tf
+
+        batches = tf.data.Dataset.from_tensors(images).repeat().prefetch(2)
     stamps = []
     total = args.warmup + args.windows * args.steps
-    dataset = tf.data.Dataset.from_tensors(images).repeat().prefetch(2)
-    model.fit(dataset, epochs=1, steps_per_epoch=total, callbacks=[Timer()], verbose=0)
+    model.fit(batches, epochs=1, steps_per_epoch=total, callbacks=[Timer()], verbose=0, shuffle=False)
     windows = [(stamps[args.warmup - 1 + (i + 1) * args.steps] - stamps[args.warmup - 1 + i * args.steps]) / args.steps
                for i in range(args.windows)]
-    return statistics.median(windows), matmul_peak("keras")
+    return statistics.median(windows), matmul_peak("keras", compute_dtype(args.dtype_policy))
+
+
+def feed(args, framework):
+    """How batches reach the model: "fit" (tf.data through `model.fit`) or "resident" (one on-device batch)."""
+    if args.feed != "auto":
+        return args.feed
+    return "resident" if on_gpu(framework) else "fit"
 
 
 def measure_reference(args, config):
@@ -128,26 +184,32 @@ def measure_reference(args, config):
         decoder_intermediate_size=config["decoder_mlp_dim"], mask_ratio=config.get("mask_ratio", 0.75),
         norm_pix_loss=config.get("norm_pix_loss", False), layer_norm_eps=1e-6, qkv_bias=True,
     )
-    model = transformers.ViTMAEForPreTraining(hf).train()
+    device = "cuda" if on_gpu("torch") else "cpu"
+    model = transformers.ViTMAEForPreTraining(hf).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05)
-    images = torch.randn(args.batch_size, config["num_channels"], height, height)
+    images = torch.randn(args.batch_size, config["num_channels"], height, height, device=device)
+    dtype = compute_dtype(args.dtype_policy)
+    autocast = torch.autocast(device, dtype=getattr(torch, dtype), enabled=dtype != "float32")
+    scaler = torch.amp.GradScaler(device, enabled=dtype == "float16")
 
     def step():
-        loss = model(pixel_values=images).loss
-        loss.backward()
-        optimizer.step()
+        with autocast:
+            loss = model(pixel_values=images).loss
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         optimizer.zero_grad(set_to_none=True)
         loss.item()
 
     seconds = timed_windows(step, args.steps, args.windows, args.warmup)
-    return seconds, matmul_peak("torch")
+    return seconds, matmul_peak("torch", dtype)
 
 
 def measure_pipeline(args, config):
-    from keras_mae import data
-
     if not args.dataset:
         return None
+    from keras_mae import data
+
     ds = data.make_pretrain_dataset(args.dataset, config["image_size"], args.batch_size, seed=0)
     iterator = iter(ds.repeat())
     return args.batch_size / timed_windows(lambda: next(iterator), 5, 3, 2)
@@ -160,15 +222,16 @@ def run_one(args, role):
     config.update(json.loads(args.overrides))
     if role == "reference":
         seconds, peak = measure_reference(args, config)
-        pipeline = None
+        pipeline, framework = None, "torch"
     else:
         seconds, peak = measure_keras(args, config)
-        pipeline = measure_pipeline(args, config)
+        pipeline, framework = measure_pipeline(args, config), "keras"
     flops = train_flops(config, args.batch_size) / seconds
     print(json.dumps({
         "role": role, "images_per_sec": args.batch_size / seconds, "ms_per_step": 1000 * seconds,
-        "peak_rss_mib": peak_rss_mib(), "model_gflops": flops / 1e9, "matmul_peak_gflops": peak / 1e9,
-        "mfu": flops / peak, "pipeline_images_per_sec": pipeline,
+        "peak_rss_mib": peak_rss_mib(), "peak_device_mib": peak_device_mib(framework),
+        "model_gflops": flops / 1e9, "matmul_peak_gflops": peak / 1e9, "mfu": flops / peak,
+        "pipeline_images_per_sec": pipeline, "device": "gpu" if on_gpu(framework) else "cpu",
     }))
 
 
@@ -181,6 +244,11 @@ def main():
     parser.add_argument("--reference", action="store_true", help="also time HF ViTMAEForPreTraining + torch AdamW")
     parser.add_argument("--dataset", default=None, help="also time the tf.data pipeline on this dataset")
     parser.add_argument("--dtype_policy", default="float32")
+    parser.add_argument("--jit_compile", default="auto", type=lambda v: {"true": True, "false": False}.get(v, v),
+                        help="passed to model.compile: auto, true (torch backend: torch.compile) or false")
+    parser.add_argument("--feed", default="auto", choices=["auto", "fit", "resident"],
+                        help="fit: a tf.data pipeline; resident: one on-device batch, repeated; "
+                             "auto: resident on a GPU, else fit")
     parser.add_argument("--steps", type=int, default=5, help="steps per timed window")
     parser.add_argument("--windows", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=3)
@@ -203,16 +271,18 @@ def main():
         results.append(result)
         print(json.dumps(result), file=sys.stderr)
     reference = next((r for r in results if r["role"] == "reference"), None)
-    print(f"\n{args.preset} {args.overrides} batch {args.batch_size} {args.dtype_policy}")
-    print("| implementation | backend | images/s | vs reference | ms/step | peak RSS MiB | GFLOP/s | matmul peak GFLOP/s | MFU | pipeline images/s |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(f"\n{args.preset} {args.overrides} batch {args.batch_size} {args.dtype_policy} jit_compile={args.jit_compile}")
+    print("| implementation | backend | device | images/s | vs reference | ms/step | peak RSS MiB | peak device MiB "
+          "| GFLOP/s | matmul peak GFLOP/s | MFU | pipeline images/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         ratio = f"{r['images_per_sec'] / reference['images_per_sec']:.2f}x" if reference else "-"
         pipeline = f"{r['pipeline_images_per_sec']:.0f}" if r["pipeline_images_per_sec"] else "-"
         name = "HF ViTMAE (PyTorch reference)" if r["role"] == "reference" else "keras_mae"
-        print(f"| {name} | {r['backend']} | {r['images_per_sec']:.3g} | {ratio} | {r['ms_per_step']:.0f} | "
-              f"{r['peak_rss_mib']:.0f} | {r['model_gflops']:.1f} | {r['matmul_peak_gflops']:.0f} | "
-              f"{100 * r['mfu']:.1f}% | {pipeline} |")
+        device_mib = f"{r['peak_device_mib']:.0f}" if r["peak_device_mib"] else "-"
+        print(f"| {name} | {r['backend']} | {r['device']} | {r['images_per_sec']:.4g} | {ratio} | "
+              f"{r['ms_per_step']:.1f} | {r['peak_rss_mib']:.0f} | {device_mib} | {r['model_gflops']:.1f} | "
+              f"{r['matmul_peak_gflops']:.0f} | {100 * r['mfu']:.1f}% | {pipeline} |")
 
 
 if __name__ == "__main__":
