@@ -17,6 +17,12 @@ class TransformerBlock(keras.layers.Layer):
     Dense -> exact GELU -> Dense. Dense layers are xavier-uniform with zero
     biases, LayerNorms 1 / 0, as the official `_init_weights`.
 
+    The sublayers hold the weights (so paths and checkpoints are the usual
+    Keras ones) but the block runs their `call` directly: the block's own
+    `__call__` has already set the dtype policy's autocast scope and cast the
+    input, and skipping Keras's per-call bookkeeping for 7 sublayers per block
+    takes about a fifth off an eager (torch backend) ViT-B step.
+
     Args:
         hidden_dim: int. Token width.
         num_heads: int. Attention heads; must divide `hidden_dim`.
@@ -68,21 +74,21 @@ class TransformerBlock(keras.layers.Layer):
         self.norm2.build(input_shape)
         self.fc1.build(input_shape)
         self.fc2.build(tuple(input_shape[:-1]) + (self.mlp_dim,))
+        self.drop_path.build(input_shape)
 
     def attention(self, x):
         batch, length = ops.shape(x)[0], ops.shape(x)[1]
-        qkv = ops.reshape(self.qkv(x), (batch, length, 3, self.num_heads, self.head_dim))
+        qkv = ops.reshape(self.qkv.call(x), (batch, length, 3, self.num_heads, self.head_dim))
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # [B, T, N, H]
         out = ops.dot_product_attention(q, k, v, scale=self.head_dim**-0.5)
-        return self.proj(ops.reshape(out, (batch, length, self.hidden_dim)))
+        return self.proj.call(ops.reshape(out, (batch, length, self.hidden_dim)))
 
     def mlp(self, x):
-        return self.fc2(ops.gelu(self.fc1(x), approximate=False))
+        return self.fc2.call(ops.gelu(self.fc1.call(x), approximate=False))
 
     def call(self, x, training=False):
-        x = x + self.drop_path(self.attention(self.norm1(x)), training=training)
-        x = x + self.drop_path(self.mlp(self.norm2(x)), training=training)
-        return x
+        x = x + self.drop_path.call(self.attention(self.norm1.call(x)), training=training)
+        return x + self.drop_path.call(self.mlp(self.norm2.call(x)), training=training)
 
     def compute_output_shape(self, input_shape):
         return input_shape
