@@ -239,9 +239,14 @@ def test_crash_while_writing_a_checkpoint_leaves_the_previous_one_usable(tiny_co
     assert sorted(os.listdir(directory)) == ["epoch_0001.json", "epoch_0001.weights.h5"]  # No partial file left.
     # A crash after the weights but before the json that marks them complete: still epoch 1.
     save_weights(os.path.join(directory, "epoch_0002.weights.h5"))
+    # A SIGKILL mid-write leaves the temporary file behind (no `finally` runs); the user's own file stays.
+    save_weights(os.path.join(directory, ".tmp-k1ll3d.weights.h5"))
+    open(os.path.join(directory, "notes.txt"), "w").close()
 
     fresh = tiny_model(tiny_config)
     assert callbacks.restore_latest(fresh, directory) == 1
+    assert sorted(os.listdir(directory)) == [
+        "epoch_0001.json", "epoch_0001.weights.h5", "epoch_0002.weights.h5", "notes.txt"]
     for got, want in zip(fresh.weights, saved):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(got), want)
 

@@ -7,7 +7,7 @@ import os
 import keras
 import numpy as np
 
-from keras_mae.utils.atomic import atomic_path, write_json_atomic
+from keras_mae.utils.atomic import atomic_path, remove_stale_temporaries, write_json_atomic
 
 PATTERN = "epoch_{epoch:04d}"
 
@@ -36,8 +36,11 @@ def restore_latest(model, directory):
     """Loads the newest complete checkpoint into a compiled model; returns its epoch (0 when none).
 
     Model weights, optimizer state (moments and the iteration counter, hence the
-    learning-rate step) and the masking seed state are restored.
+    learning-rate step) and the masking seed state are restored. Temporary files
+    of a checkpoint write that was killed midway are removed.
     """
+    if os.path.isdir(directory):
+        remove_stale_temporaries(directory)
     checkpoints = complete_checkpoints(directory) if os.path.isdir(directory) else []
     if not checkpoints:
         return 0

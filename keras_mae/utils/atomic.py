@@ -1,9 +1,12 @@
 """Write-then-rename file writes: a reader (or a crash) never sees a half-written file."""
 
 import contextlib
+import glob
 import json
 import os
 import tempfile
+
+TEMPORARY_PREFIX = ".tmp-"
 
 
 @contextlib.contextmanager
@@ -15,7 +18,7 @@ def atomic_path(path):
     """
     directory, base = os.path.split(os.path.abspath(path))
     suffix = "".join(base.partition(".")[1:])
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=TEMPORARY_PREFIX, suffix=suffix, dir=directory)
     os.close(fd)
     os.remove(tmp)  # writers such as h5py want to create the file themselves
     try:
@@ -33,3 +36,15 @@ def write_json_atomic(path, data):
             json.dump(data, f, indent=1)
             f.flush()
             os.fsync(f.fileno())
+
+
+def remove_stale_temporaries(directory):
+    """Removes the temporary files `atomic_path` left in `directory` when its process was killed mid-write.
+
+    Only names with `atomic_path`'s prefix are touched; call it when no writer runs there (before training).
+    Returns the removed paths.
+    """
+    stale = glob.glob(os.path.join(glob.escape(directory), TEMPORARY_PREFIX + "*"))
+    for path in stale:
+        os.remove(path)
+    return stale
