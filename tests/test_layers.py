@@ -141,6 +141,29 @@ def test_transformer_block_matches_numpy_reference(rng):
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
 
 
+def test_fast_forms_equal_keras_own(rng):
+    x = rng.normal(size=(2, 5, 24)).astype("float32")
+
+    def close(a, b):
+        np.testing.assert_allclose(ops.convert_to_numpy(a), ops.convert_to_numpy(b), atol=1e-5)
+
+    close(layers.gelu(x), ops.gelu(x, approximate=False))
+    q, k, v = np.split(x.reshape(2, 5, 3, 2, 4), 3, axis=2)
+    expected = ops.dot_product_attention(q[:, :, 0], k[:, :, 0], v[:, :, 0], scale=0.5)
+    close(layers.attention(x, num_heads=2), ops.reshape(expected, (2, 5, 8)))
+    ours, theirs = layers.LayerNorm(epsilon=1e-6), keras.layers.LayerNormalization(epsilon=1e-6)
+    theirs.build(x.shape)
+    ours.build(x.shape)
+    ours.set_weights([rng.normal(size=(24,)).astype("float32") for _ in range(2)])
+    theirs.set_weights(ours.get_weights())
+    close(ours(x), theirs(x))
+    ours, theirs = layers.TokenDense(3), keras.layers.Dense(3)
+    ours.build(x.shape)
+    theirs.build(x.shape)
+    theirs.set_weights(ours.get_weights())
+    close(ours(x), theirs(x))
+
+
 def test_drop_path_drops_whole_samples():
     layer = layers.DropPath(0.5, seed=0)
     out = ops.convert_to_numpy(layer(np.ones((64, 3, 2), "float32"), training=True))

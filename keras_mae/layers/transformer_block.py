@@ -1,9 +1,12 @@
 """Pre-norm ViT transformer block, as timm's `Block` used by facebookresearch/mae."""
 
 import keras
-from keras import ops
 
+from keras_mae.layers.attention import attention
 from keras_mae.layers.drop_path import DropPath
+from keras_mae.layers.gelu import gelu
+from keras_mae.layers.layer_norm import LayerNorm
+from keras_mae.layers.token_dense import TokenDense
 
 
 @keras.saving.register_keras_serializable(package="keras_mae")
@@ -12,10 +15,11 @@ class TransformerBlock(keras.layers.Layer):
 
     The attention uses one fused qkv projection with bias whose output columns
     are [q | k | v], each (num_heads, head_dim) as timm's, so official weights
-    load as they are; scores are scaled by head_dim^-0.5 and computed with
-    `keras.ops.dot_product_attention` (each backend's fused kernel). The MLP is
-    Dense -> exact GELU -> Dense. Dense layers are xavier-uniform with zero
-    biases, LayerNorms 1 / 0, as the official `_init_weights`.
+    load as they are; scores are scaled by head_dim^-0.5 (`attention`). The MLP
+    is Dense -> exact GELU -> Dense. Dense layers are xavier-uniform with zero
+    biases, LayerNorms 1 / 0, as the official `_init_weights`. Attention, GELU
+    and LayerNorm take each backend's fastest exact form (`attention`, `gelu`,
+    `LayerNorm`) and the Dense layers run as 2-D matmuls (`TokenDense`).
 
     The sublayers hold the weights (so paths and checkpoints are the usual
     Keras ones) but the block runs their `call` directly: the block's own
@@ -61,12 +65,12 @@ class TransformerBlock(keras.layers.Layer):
     def build(self, input_shape):
         dense = dict(kernel_initializer="glorot_uniform", bias_initializer="zeros", dtype=self.dtype_policy)
         norm = dict(epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy)
-        self.norm1 = keras.layers.LayerNormalization(name="norm1", **norm)
-        self.qkv = keras.layers.Dense(3 * self.hidden_dim, name="qkv", **dense)
-        self.proj = keras.layers.Dense(self.hidden_dim, name="proj", **dense)
-        self.norm2 = keras.layers.LayerNormalization(name="norm2", **norm)
-        self.fc1 = keras.layers.Dense(self.mlp_dim, name="fc1", **dense)
-        self.fc2 = keras.layers.Dense(self.hidden_dim, name="fc2", **dense)
+        self.norm1 = LayerNorm(name="norm1", **norm)
+        self.qkv = TokenDense(3 * self.hidden_dim, name="qkv", **dense)
+        self.proj = TokenDense(self.hidden_dim, name="proj", **dense)
+        self.norm2 = LayerNorm(name="norm2", **norm)
+        self.fc1 = TokenDense(self.mlp_dim, name="fc1", **dense)
+        self.fc2 = TokenDense(self.hidden_dim, name="fc2", **dense)
         self.drop_path = DropPath(self.drop_path_rate, dtype=self.dtype_policy, name="drop_path")
         self.norm1.build(input_shape)
         self.qkv.build(input_shape)
@@ -77,14 +81,10 @@ class TransformerBlock(keras.layers.Layer):
         self.drop_path.build(input_shape)
 
     def attention(self, x):
-        batch, length = ops.shape(x)[0], ops.shape(x)[1]
-        qkv = ops.reshape(self.qkv.call(x), (batch, length, 3, self.num_heads, self.head_dim))
-        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # [B, T, N, H]
-        out = ops.dot_product_attention(q, k, v, scale=self.head_dim**-0.5)
-        return self.proj.call(ops.reshape(out, (batch, length, self.hidden_dim)))
+        return self.proj.call(attention(self.qkv.call(x), self.num_heads))
 
     def mlp(self, x):
-        return self.fc2.call(ops.gelu(self.fc1.call(x), approximate=False))
+        return self.fc2.call(gelu(self.fc1.call(x)))
 
     def call(self, x, training=False):
         x = x + self.drop_path.call(self.attention(self.norm1.call(x)), training=training)

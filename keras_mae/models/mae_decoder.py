@@ -5,6 +5,7 @@ from keras import ops
 
 from keras_mae.layers.batch_gather import batch_gather
 from keras_mae.layers.position_embedding import sincos_position_embedding
+from keras_mae.layers.token_dense import TokenDense
 from keras_mae.layers.transformer_block import TransformerBlock
 
 
@@ -58,7 +59,7 @@ class MAEDecoder(keras.layers.Layer):
     def build(self, latent_shape, ids_restore_shape=None):
         dense = dict(kernel_initializer="glorot_uniform", bias_initializer="zeros", dtype=self.dtype_policy)
         width = self.decoder_hidden_dim
-        self.decoder_embed = keras.layers.Dense(width, name="decoder_embed", **dense)
+        self.decoder_embed = TokenDense(width, name="decoder_embed", **dense)
         self.decoder_embed.build(latent_shape)
         self.decoder_blocks = [
             TransformerBlock(
@@ -73,7 +74,7 @@ class MAEDecoder(keras.layers.Layer):
             epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy, name="decoder_norm"
         )
         self.decoder_norm.build((None, None, width))
-        self.decoder_pred = keras.layers.Dense(self.patch_dim, name="decoder_pred", **dense)
+        self.decoder_pred = TokenDense(self.patch_dim, name="decoder_pred", **dense)
         self.decoder_pred.build((None, None, width))
         self.mask_token = self.add_weight(
             shape=(1, 1, width), initializer=keras.initializers.RandomNormal(stddev=0.02), name="mask_token"
