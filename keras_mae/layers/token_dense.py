@@ -21,6 +21,8 @@ class TokenDense(keras.layers.Dense):
     """
 
     def call(self, inputs, training=None):
+        if keras.backend.backend() == "torch":
+            return super().call(inputs, training=training)
         shape = ops.shape(inputs)
         outputs = super().call(ops.reshape(inputs, (-1, shape[-1])), training=training)
         return ops.reshape(outputs, (*shape[:-1], self.units))
