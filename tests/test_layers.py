@@ -164,6 +164,13 @@ def test_fast_forms_equal_keras_own(rng):
     close(ours(x), theirs(x))
 
 
+def test_fast_form_layers_round_trip_their_config():
+    for layer in (layers.LayerNorm(epsilon=1e-6, name="norm"), layers.TokenDense(3, use_bias=False, name="fc")):
+        restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+        assert type(restored) is type(layer)
+        assert restored.get_config() == layer.get_config()
+
+
 def test_drop_path_drops_whole_samples():
     layer = layers.DropPath(0.5, seed=0)
     out = ops.convert_to_numpy(layer(np.ones((64, 3, 2), "float32"), training=True))
