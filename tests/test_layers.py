@@ -164,6 +164,11 @@ def test_fast_forms_equal_keras_own(rng):
     close(ours(x), theirs(x))
 
 
+def test_layer_norm_refuses_settings_it_does_not_compute():
+    with pytest.raises(ValueError, match="center=False"):
+        layers.LayerNorm(center=False)
+
+
 def test_fast_form_layers_round_trip_their_config():
     for layer in (layers.LayerNorm(epsilon=1e-6, name="norm"), layers.TokenDense(3, use_bias=False, name="fc")):
         restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))

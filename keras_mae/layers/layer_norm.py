@@ -18,6 +18,15 @@ class LayerNorm(keras.layers.LayerNormalization):
     (1, 2)
     """
 
+    def __init__(self, axis=-1, center=True, scale=True, rms_scaling=False, **kwargs):
+        if axis not in (-1, [-1], (-1,)) or not center or not scale or rms_scaling:
+            raise ValueError(
+                "LayerNorm normalises the last axis with scale and center only. Received: "
+                f"axis={axis}, center={center}, scale={scale}, rms_scaling={rms_scaling}; "
+                "use keras.layers.LayerNormalization for other settings."
+            )
+        super().__init__(axis=axis, center=center, scale=scale, rms_scaling=rms_scaling, **kwargs)
+
     def call(self, inputs):
         if keras.backend.backend() == "torch":
             return super().call(inputs)
