@@ -127,9 +127,13 @@ def peak_device_mib(framework):
         import torch
 
         return torch.cuda.max_memory_allocated() / 2**20
-    import jax
+    if os.environ.get("KERAS_BACKEND") == "jax":
+        import jax
 
-    return jax.devices()[0].memory_stats()["peak_bytes_in_use"] / 2**20
+        return jax.devices()[0].memory_stats()["peak_bytes_in_use"] / 2**20
+    import tensorflow as tf
+
+    return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
 
 
 def measure_keras(args, config):
