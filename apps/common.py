@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import sys
+import warnings
 
 from absl import flags
 
@@ -27,6 +28,66 @@ MODEL_FLAGS = {
     "mask_strategy": (flags.DEFINE_string, "random, block or grid."),
     "drop_path_rate": (flags.DEFINE_float, "Encoder stochastic depth."),
 }
+
+
+def define_split_flags():
+    """The flags that choose the evaluation images (keras_mae.data.split_dataset), the same in every app."""
+    flags.DEFINE_string("eval_dataset", None, "Evaluation images, any --dataset spec (a labelled folder, a .npz, ...); "
+                        "must not share a file with the training images.")
+    flags.DEFINE_float("val_fraction", None, "Fraction of the training images held out for evaluation (stratified, "
+                       "from --seed, saved in workdir/splits and reused). Default: 0.1 when the data has no evaluation "
+                       "split of its own (test split, val/ beside train/); 0: none.")
+    flags.DEFINE_string("eval_split", None, "Evaluation split of builtin / TFDS data, or subfolder beside train/ "
+                        "(val, validation, test); default: test, else validation or val.")
+
+
+def define_report_flags():
+    """The flags of the evaluation report (keras_mae.evaluation), the same in every app that writes one."""
+    from keras_mae.evaluation import DEFAULT_THRESHOLDS
+
+    flags.DEFINE_string("positive_class", None, "Binary tasks: the class to find (name or index), whose recall the "
+                        "threshold table and --target_recall are about. Default: the second class.")
+    flags.DEFINE_list("thresholds", [str(t) for t in DEFAULT_THRESHOLDS], "Binary tasks: the threshold table's rows.")
+    flags.DEFINE_float("target_recall", 0.9, "Binary tasks: the report gives the highest threshold reaching this recall.")
+
+
+def report_options(FLAGS, class_names):
+    """`positive_class` (index), `thresholds` and `target_recall` for keras_mae.evaluation, checked."""
+    try:
+        thresholds = [float(t) for t in FLAGS.thresholds]
+    except ValueError:
+        raise UserError(f"--thresholds must be numbers in [0, 1]. Received: --thresholds={','.join(FLAGS.thresholds)}")
+    if not thresholds or not all(0 <= t <= 1 for t in thresholds):
+        raise UserError(f"--thresholds must be numbers in [0, 1]. Received: --thresholds={','.join(FLAGS.thresholds)}")
+    if not 0 < FLAGS.target_recall <= 1:
+        raise UserError(f"--target_recall must be in (0, 1]. Received: --target_recall={FLAGS.target_recall}")
+    positive = None
+    if FLAGS.positive_class is not None:
+        names = list(class_names)
+        if FLAGS.positive_class in names:
+            positive = names.index(FLAGS.positive_class)
+        elif FLAGS.positive_class.isdigit() and int(FLAGS.positive_class) < len(names):
+            positive = int(FLAGS.positive_class)
+        else:
+            raise UserError(f"--positive_class={FLAGS.positive_class} is not a class; the classes are "
+                            f"{', '.join(names)}.")
+        if len(names) != 2:
+            raise UserError(f"--positive_class applies to binary tasks; this one has {len(names)} classes.")
+    return {"positive_class": positive, "thresholds": thresholds, "target_recall": FLAGS.target_recall}
+
+
+def split_data(FLAGS, dataset, num_channels, workdir, saved=(), eval_dataset=None):
+    """Chooses the training and evaluation images (see keras_mae.data.splits), saves the split, prints it."""
+    from keras_mae import data
+
+    split = data.split_dataset(
+        dataset, eval_dataset if eval_dataset is not None else FLAGS.eval_dataset, FLAGS.val_fraction, FLAGS.seed,
+        getattr(FLAGS, "train_split", "train"), FLAGS.eval_split, FLAGS.data_dir, num_channels,
+        saved=[workdir, *[s for s in saved if s]],
+    )
+    data.save_split(split, workdir)
+    print(f"Data:             {split.describe()}")
+    return split
 
 
 def define_model_flags():
@@ -58,6 +119,9 @@ def run_main(main_fn):
     """Runs `main_fn(argv)`, turning user errors raised before training into one line and exit code 2."""
 
     def wrapped(argv):
+        # Keras says this when a finite evaluation set of unknown length (a folder) ends, which is how every
+        # evaluation ends; the training data of the apps are endless, so it never means lost training steps.
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
         try:
             return main_fn(argv)
         except (UserError, ValueError, FileNotFoundError, PermissionError, NotADirectoryError) as error:

@@ -61,7 +61,8 @@ def load_encoder(spec, preset=None, image_size=None):
         run = common.read_run(spec)
         encoder, source, path = _from_workdir(spec, run)
         return _encoder_of(encoder), {"source": source, "modified": os.path.getmtime(path), "mean": run.get("mean"),
-                                       "std": run.get("std"), "dataset": run.get("dataset")}
+                                       "std": run.get("std"), "dataset": run.get("dataset"),
+                                       "eval_dataset": run.get("eval_dataset"), "workdir": spec}
     info = {"source": spec, "modified": os.path.getmtime(spec)}
     if spec.endswith(".weights.h5"):
         if not preset:
@@ -74,7 +75,8 @@ def load_encoder(spec, preset=None, image_size=None):
         run_json = os.path.join(os.path.dirname(spec), "run.json")
         if os.path.isfile(run_json):  # a .keras file inside a pretraining workdir
             run = common.read_run(os.path.dirname(spec))
-            info.update(mean=run.get("mean"), std=run.get("std"), dataset=run.get("dataset"))
+            info.update(mean=run.get("mean"), std=run.get("std"), dataset=run.get("dataset"),
+                        eval_dataset=run.get("eval_dataset"), workdir=os.path.dirname(spec))
         return _encoder_of(model), info
     model = checkpoints.load_model(spec, image_size=image_size)  # official / timm / HF layouts
     return _encoder_of(model), info
@@ -99,26 +101,41 @@ def resolve_dataset(flag_value, info):
     return dataset
 
 
-def labelled_sources(FLAGS, info, num_channels, purpose):
-    """Train and eval sources of --dataset, their normalisation and steps per epoch (0 when too few images).
+def labelled_split(FLAGS, info, num_channels, purpose, workdir):
+    """The labelled train / evaluation split of --dataset (else the pretraining's), saved in `workdir`.
+
+    A held-out split saved by the pretraining (or by an earlier run in `workdir`) is reused, so the
+    evaluation images are ones the encoder was never pretrained on.
 
     Args:
-        FLAGS: the app's flags (dataset, train_split, eval_split, data_dir, batch_size, steps_per_epoch).
-        info: the pretraining run.json (or {}), for the dataset name and mean/std.
+        FLAGS: the app's flags (dataset, eval_dataset, val_fraction, train_split, eval_split, data_dir, seed,
+            batch_size, steps_per_epoch).
+        info: the pretraining run.json (or {}), for the dataset name, its split and mean/std.
         num_channels: int. Channels the encoder takes.
-        purpose: str. Named in the error when the data has no labels.
-    """
-    from keras_mae import data
+        purpose: str. Named in the error when the data has no labels or no evaluation split.
+        workdir: str. Where the split is saved.
 
+    Returns:
+        `(dataset name, Split, (mean, std), steps per epoch)`; steps is 0 when there are too few images.
+    """
     dataset = resolve_dataset(FLAGS.dataset, info)
-    source = data.load_source(dataset, FLAGS.train_split, FLAGS.data_dir, num_channels)
-    eval_source = data.load_source(dataset, FLAGS.eval_split, FLAGS.data_dir, num_channels)
-    if not (source.num_classes and eval_source.num_classes):
-        raise common.UserError(f"{purpose} needs labels; {dataset!r} ({FLAGS.train_split}/{FLAGS.eval_split}) has none.")
-    steps = (source.num_examples or 0) // FLAGS.batch_size
+    eval_dataset = FLAGS.eval_dataset or (info.get("eval_dataset") if not FLAGS.dataset else None)
+    split = common.split_data(FLAGS, dataset, num_channels, workdir, saved=[info.get("workdir")],
+                              eval_dataset=eval_dataset)
+    try:
+        split.require_labelled_eval(purpose)
+    except ValueError as error:
+        raise common.UserError(str(error))
+    steps = (split.train.num_examples or 0) // FLAGS.batch_size
     if FLAGS.steps_per_epoch:
         steps = min(steps, FLAGS.steps_per_epoch) if steps else FLAGS.steps_per_epoch
-    return dataset, source, eval_source, statistics(source, info), steps
+    name = dataset if isinstance(dataset, str) else "data"
+    return name, split, statistics(split.train, info), steps
+
+
+def metric_scope(split):
+    """How every printed metric names its images: `<split name> (<count> images)`."""
+    return f"{split.eval_name} ({split.eval.num_examples} images)"
 
 
 def statistics(source, info):

@@ -15,6 +15,7 @@ from absl import app, flags
 
 import common
 import downstream
+import reporting
 
 flags.DEFINE_string("encoder", None, downstream.ENCODER_HELP + " None: train from scratch (--preset).")
 flags.DEFINE_string("preset", None, "Architecture of an --encoder=*.weights.h5 file, or of a from-scratch model.")
@@ -22,7 +23,7 @@ flags.DEFINE_string("workdir", None, "Where checkpoints, logs and the model go; 
 flags.DEFINE_string("dataset", None, "Labelled dataset (as pretrain.py's --dataset); defaults to the pretraining's.")
 flags.DEFINE_string("data_dir", None, "TFDS data_dir.")
 flags.DEFINE_string("train_split", "train", "Split trained on.")
-flags.DEFINE_string("eval_split", "test", "Split evaluated (ImageNet: validation).")
+common.define_split_flags()
 flags.DEFINE_boolean("global_pool", True, "Mean of patch tokens + fc_norm (True) or the CLS token.")
 flags.DEFINE_float("drop_path_rate", 0.1, "Stochastic depth (B 0.1, L 0.2, H 0.3).")
 flags.DEFINE_integer("epochs", 100, "Training epochs (B 100, L and H 50).")
@@ -49,14 +50,17 @@ flags.DEFINE_integer("checkpoint_every", 1, "Epochs between checkpoints.")
 flags.DEFINE_integer("keep_checkpoints", 2, "Complete checkpoints kept.")
 flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"], "XLA / jit compilation of the train step.")
 flags.DEFINE_string("dtype_policy", "float32", "float32, mixed_bfloat16 or mixed_float16.")
+flags.DEFINE_boolean("report", True, "End with the evaluation report of the final model (workdir/report/).")
+common.define_report_flags()
 flags.DEFINE_integer("verbose", 2, "Keras progress output: 0 silent, 1 bar, 2 one line per epoch.")
 FLAGS = flags.FLAGS
 
-RUN_FLAGS = ["encoder", "preset", "workdir", "dataset", "data_dir", "train_split", "eval_split", "global_pool",
+RUN_FLAGS = ["encoder", "preset", "workdir", "dataset", "data_dir", "eval_dataset", "val_fraction", "train_split", "eval_split", "global_pool",
              "drop_path_rate", "epochs", "warmup_epochs", "batch_size", "accum_steps", "base_lr", "lr", "min_lr",
              "weight_decay", "layer_decay", "clip_grad", "rand_augment", "random_erasing_prob", "mixup_alpha",
              "cutmix_alpha", "switch_prob", "label_smoothing", "eval_every", "eval_batch_size", "steps_per_epoch",
-             "seed", "checkpoint_every", "keep_checkpoints", "jit_compile", "dtype_policy"]
+             "seed", "checkpoint_every", "keep_checkpoints", "jit_compile", "dtype_policy", "report", "positive_class",
+             "thresholds", "target_recall"]
 
 
 def check_flags():
@@ -94,26 +98,26 @@ def build_model(pretrained, config, num_classes):
     return model
 
 
-def load_data(config, info):
+def load_data(config, info, workdir):
     from keras_mae import data
     from keras_mae.data.classification import make_classification_dataset, one_hot_labels
 
     size = config["image_size"]
-    dataset, source, eval_source, (mean, std), steps = downstream.labelled_sources(
-        FLAGS, info, config["num_channels"], "Fine-tuning")
+    dataset, split, (mean, std), steps = downstream.labelled_split(
+        FLAGS, info, config["num_channels"], "Fine-tuning", workdir)
     if steps < 1:
-        raise common.UserError(f"{dataset!r} has fewer than --batch_size={FLAGS.batch_size} images; lower --batch_size.")
-    num_classes = max(source.num_classes, eval_source.num_classes)
+        raise common.UserError(f"{dataset!r} has fewer than --batch_size={FLAGS.batch_size} training images; "
+                               "lower --batch_size.")
+    num_classes = max(split.train.num_classes, split.eval.num_classes)
     train = make_classification_dataset(
-        source, size, FLAGS.batch_size, seed=FLAGS.seed, mean=mean, std=std, rand_augment=FLAGS.rand_augment,
+        split.train, size, FLAGS.batch_size, seed=FLAGS.seed, mean=mean, std=std, rand_augment=FLAGS.rand_augment,
         random_erasing_prob=FLAGS.random_erasing_prob, num_classes=num_classes, mixup_alpha=FLAGS.mixup_alpha,
         cutmix_alpha=FLAGS.cutmix_alpha, switch_prob=FLAGS.switch_prob, label_smoothing=FLAGS.label_smoothing,
     )
-    evaluation = one_hot_labels(data.make_eval_dataset(eval_source, size, FLAGS.eval_batch_size, mean=mean, std=std),
+    evaluation = one_hot_labels(data.make_eval_dataset(split.eval, size, FLAGS.eval_batch_size, mean=mean, std=std),
                                 num_classes)
-    name = dataset if isinstance(dataset, str) else "data"
-    return {"name": name, "num_classes": num_classes, "num_eval": eval_source.num_examples, "steps": steps,
-            "train": train.repeat(), "eval": evaluation}
+    return {"name": dataset, "split": split, "num_classes": num_classes, "steps": steps, "mean": list(mean),
+            "std": list(std), "train": train.repeat(), "eval": evaluation}
 
 
 def main(argv):
@@ -135,10 +139,10 @@ def main(argv):
     common.write_flags(FLAGS, os.path.join(workdir, "flags.txt"), RUN_FLAGS)
 
     pretrained, info, config = pretrained_encoder()
-    data = load_data(config, info)
+    data = load_data(config, info, workdir)
     downstream.forget_other_runs(workdir, json.dumps(
         {"encoder": info["source"], "modified": info.get("modified"), "dataset": data["name"],
-         "train_split": FLAGS.train_split, "global_pool": FLAGS.global_pool}, sort_keys=True))
+         "split": data["split"].record, "global_pool": FLAGS.global_pool}, sort_keys=True))
     keras.utils.set_random_seed(FLAGS.seed)
     model = build_model(pretrained, config, data["num_classes"])
     print(f"Encoder:          {info['source']} ({model.num_layers} blocks, width {model.hidden_dim})")
@@ -181,12 +185,24 @@ def main(argv):
 
     with atomic_path(os.path.join(workdir, "classifier.keras")) as tmp:
         model.save(tmp)
-    print(f"\nFine-tune top-1 on {data['name']} {FLAGS.eval_split} ({data['num_eval']} images): "
+    split = data["split"]
+    names = reporting.class_names(split, data["num_classes"])
+    reporting.write_classifier_record(workdir, "classifier.keras", split, data["mean"], data["std"], names)
+    if FLAGS.report:
+        from keras_mae.evaluation import predict_probabilities
+
+        labels, probabilities, files = predict_probabilities(model, split.eval, model.image_size,
+                                                             FLAGS.eval_batch_size, data["mean"], data["std"])
+        reporting.write(FLAGS, os.path.join(workdir, "report"), labels, probabilities, files, split, names,
+                        tensorboard_dir=os.path.join(workdir, "tensorboard"), model="classifier.keras",
+                        dataset=data["name"])
+    print(f"\nFine-tune top-1 on {data['name']} {downstream.metric_scope(split)}: "
           f"{100 * results['top1']:.1f}% (top-5 {100 * results['top5']:.1f}%)")
     print(f"Classifier:       {os.path.join(workdir, 'classifier.keras')}")
     downstream.write_json(os.path.join(workdir, "finetune.json"), {
-        "encoder": info["source"], "dataset": data["name"], "eval_split": FLAGS.eval_split,
-        "num_eval": data["num_eval"], "epochs": FLAGS.epochs, "batch_size": FLAGS.batch_size, **results,
+        "encoder": info["source"], "dataset": data["name"], "eval_split": split.eval_name,
+        "num_eval": split.eval.num_examples, "num_train": split.train.num_examples, "split": split.how,
+        "epochs": FLAGS.epochs, "batch_size": FLAGS.batch_size, **results,
     })
 
 

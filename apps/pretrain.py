@@ -7,6 +7,7 @@ Rerunning the same command resumes from the last complete checkpoint in --workdi
 
 import os
 
+import numpy as np
 from absl import app, flags
 
 import common
@@ -14,6 +15,7 @@ import common
 common.define_model_flags()
 flags.DEFINE_string("dataset", "fashion_mnist", "fashion_mnist, mnist, cifar10, cifar100, tfds:NAME, a folder of images or a .npz file.")
 flags.DEFINE_string("data_dir", None, "TFDS data_dir (prepared datasets such as ImageNet).")
+common.define_split_flags()
 flags.DEFINE_string("workdir", None, "Where checkpoints, logs and the final model go.", required=True)
 flags.DEFINE_integer("epochs", 800, "Training epochs.")
 flags.DEFINE_integer("warmup_epochs", 40, "Linear warm-up epochs.")
@@ -30,6 +32,8 @@ flags.DEFINE_integer("checkpoint_every", 1, "Epochs between checkpoints.")
 flags.DEFINE_integer("keep_checkpoints", 3, "Complete checkpoints kept.")
 flags.DEFINE_integer("reconstruction_every", 1, "Epochs between reconstruction summaries.")
 flags.DEFINE_integer("num_reconstructions", 8, "Images in the reconstruction summaries.")
+flags.DEFINE_integer("eval_every", 1, "Epochs between validation reconstruction losses on the evaluation split (0: off).")
+flags.DEFINE_integer("num_eval_images", 10000, "Evaluation images the validation loss is computed on (a fixed subset).")
 flags.DEFINE_integer("knn_every", 0, "Epochs between kNN accuracy checks on labelled data (0: off).")
 flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"], "XLA / jit compilation of the train step.")
 flags.DEFINE_string("dtype_policy", "float32", "float32, mixed_bfloat16 or mixed_float16.")
@@ -38,16 +42,16 @@ flags.DEFINE_enum("distribution", "none", ["none", "data_parallel", "mirrored", 
 flags.DEFINE_integer("verbose", 1, "Keras progress output: 0 silent, 1 bar, 2 one line per epoch.")
 FLAGS = flags.FLAGS
 
-RUN_FLAGS = ["preset", *common.MODEL_FLAGS, "dataset", "data_dir", "workdir", "epochs", "warmup_epochs",
+RUN_FLAGS = ["preset", *common.MODEL_FLAGS, "dataset", "data_dir", "eval_dataset", "val_fraction", "eval_split", "workdir", "epochs", "warmup_epochs",
              "batch_size", "accum_steps", "base_lr", "lr", "min_lr", "weight_decay", "clip_grad", "steps_per_epoch",
              "seed", "checkpoint_every", "keep_checkpoints", "reconstruction_every", "num_reconstructions",
-             "knn_every", "jit_compile", "dtype_policy", "distribution"]
+             "eval_every", "num_eval_images", "knn_every", "jit_compile", "dtype_policy", "distribution"]
 
 
 def check_flags():
     import keras
 
-    for name in ("epochs", "batch_size", "accum_steps", "checkpoint_every", "keep_checkpoints"):
+    for name in ("epochs", "batch_size", "accum_steps", "checkpoint_every", "keep_checkpoints", "num_eval_images"):
         if getattr(FLAGS, name) < 1:
             raise common.UserError(f"--{name} must be at least 1. Received: --{name}={getattr(FLAGS, name)}")
     if not 0 <= FLAGS.warmup_epochs <= FLAGS.epochs:
@@ -81,12 +85,13 @@ def main(argv):
     if FLAGS.batch_size % replicas:
         raise common.UserError(f"--batch_size={FLAGS.batch_size} (global) must be divisible by the {replicas} replicas.")
     with scope():
-        model = keras_mae.MaskedAutoencoder(**config, seed=FLAGS.seed)  # validates sizes and mask_ratio
+        model = keras_mae.MaskedAutoencoder(**config, seed=FLAGS.seed, eval_mask_seed=FLAGS.seed)  # validates sizes
     common.check_workdir(FLAGS.workdir, needed_bytes=3 * 4 * model.count_params())
 
-    source = data.load_source(FLAGS.dataset, "train", FLAGS.data_dir, model.num_channels)
+    split = common.split_data(FLAGS, FLAGS.dataset, model.num_channels, FLAGS.workdir)
+    source = split.train
     if source.num_examples is not None and source.num_examples < FLAGS.batch_size:
-        raise common.UserError(f"{FLAGS.dataset!r} has {source.num_examples} images, fewer than "
+        raise common.UserError(f"{FLAGS.dataset!r} has {source.num_examples} training images, fewer than "
                                f"--batch_size={FLAGS.batch_size}; lower --batch_size.")
     steps = (source.num_examples or 0) // FLAGS.batch_size
     if FLAGS.steps_per_epoch:
@@ -116,10 +121,14 @@ def main(argv):
     train = data.make_pretrain_dataset(source, model.image_size, FLAGS.batch_size, seed=FLAGS.seed,
                                        steps_per_epoch=steps, initial_epoch=initial_epoch)
     common.write_flags(FLAGS, os.path.join(workdir, "flags.txt"), RUN_FLAGS)
-    run = {"model_config": model.get_config(), "dataset": FLAGS.dataset, "mean": list(source.mean), "std": list(source.std)}
+    run = {"model_config": model.get_config(), "dataset": split.record["dataset"],
+           "eval_dataset": split.record["eval_dataset"], "mean": list(source.mean), "std": list(source.std)}
     write_json_atomic(os.path.join(workdir, "run.json"), run)
 
-    shown = next(iter(data.make_eval_dataset(source, model.image_size, FLAGS.num_reconstructions, with_labels=False)))
+    # The figure's images: evaluation images (never trained on), one class after another.
+    figure_source = data.fixed_subset(split.eval or source, FLAGS.num_reconstructions, FLAGS.seed, balanced=True)
+    shown = next(iter(data.make_eval_dataset(figure_source, model.image_size, FLAGS.num_reconstructions,
+                                             with_labels=False, mean=source.mean, std=source.std)))
     nan_guard = callbacks.StopOnNonFiniteLoss(checkpoint_dir)
     reconstructions = callbacks.ReconstructionSummary(
         keras.ops.convert_to_numpy(shown), source.mean, source.std, os.path.join(workdir, "tensorboard", "images"),
@@ -127,45 +136,66 @@ def main(argv):
     )
     fit_callbacks = [
         nan_guard,
-        *knn_monitor(source, model, workdir),  # before TrainingLog, so knn_top1 reaches log.jsonl
+        *knn_monitor(split, model, workdir),  # before TrainingLog, so knn_top1 reaches log.jsonl
         callbacks.TrainingLog(FLAGS.batch_size, os.path.join(workdir, "log.jsonl")),
         callbacks.EpochCheckpoint(checkpoint_dir, FLAGS.checkpoint_every, FLAGS.keep_checkpoints),
         reconstructions,
         keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard"), write_graph=False),
     ]
+    validation = validation_data(split, model, replicas)
     common.training_started()
     if initial_epoch < FLAGS.epochs:
         model.fit(train, epochs=FLAGS.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
+                  validation_data=validation, validation_freq=max(FLAGS.eval_every, 1),
                   callbacks=fit_callbacks, verbose=FLAGS.verbose, shuffle=False)
     if nan_guard.message:
         raise SystemExit(f"pretrain.py: {nan_guard.message}")
     save_final(model, workdir, reconstructions)
 
 
-def knn_monitor(source, model, workdir):
+def validation_data(split, model, replicas):
+    """The fixed evaluation images of the per-epoch validation loss (masks fixed by the model's eval_mask_seed)."""
+    from keras_mae import data
+
+    if not FLAGS.eval_every or split.eval is None:
+        print("Validation:       off" + (" (no evaluation split)" if split.eval is None else ""))
+        return None
+    held = data.fixed_subset(split.eval, FLAGS.num_eval_images, FLAGS.seed)
+    batch_size = min(FLAGS.batch_size, held.num_examples or FLAGS.batch_size)
+    if replicas > 1:  # every batch must split evenly over the replicas
+        batch_size -= batch_size % replicas
+        usable = (held.num_examples // batch_size) * batch_size if batch_size else 0
+        if not usable:
+            print(f"Validation:       off ({held.num_examples} evaluation images for {replicas} replicas)")
+            return None
+        held = held.subset(np.arange(usable)) if held.key_table is not None else held
+    print(f"Validation:       reconstruction loss on {held.num_examples} {split.eval_name} images "
+          f"every {FLAGS.eval_every} epoch(s), masks fixed by seed {model.eval_mask_seed}")
+    return data.make_eval_dataset(held, model.image_size, batch_size, with_labels=False,
+                                  mean=split.train.mean, std=split.train.std)
+
+
+def knn_monitor(split, model, workdir):
     """A KNNMonitor on labelled data, when --knn_every asks for one.
 
-    The memory bank is 10,000 training images and the evaluated set 2,000 test images, the same ones every
-    time: a fixed-seed shuffle (not only the first images, which in a folder of class folders are few classes).
+    The memory bank is 10,000 training images and the evaluated set 2,000 evaluation images, the same ones every
+    time: a fixed-seed draw (not only the first images, which in a folder of class folders are few classes).
     """
     if not FLAGS.knn_every:
         return []
-    if not source.num_classes:
-        raise common.UserError(f"--knn_every needs a labelled dataset; {FLAGS.dataset!r} has no labels.")
-    import dataclasses
-
+    try:
+        split.require_labelled_eval("--knn_every")
+    except ValueError as error:
+        raise common.UserError(str(error))
     from keras_mae import callbacks, data
 
-    def subset(split, n):
-        full = source if split == "train" else data.load_source(FLAGS.dataset, split, FLAGS.data_dir, model.num_channels)
-        if full.keys is None:
-            fixed = dataclasses.replace(full, dataset=full.dataset.take(n))
-        else:  # shuffles file names / indices / encoded bytes, not decoded images
-            keys = full.keys.shuffle(n, seed=FLAGS.seed, reshuffle_each_iteration=False).take(n)
-            fixed = dataclasses.replace(full, dataset=full.decode_fn(keys), keys=None, decode_fn=None)
-        return data.make_eval_dataset(fixed, model.image_size, 256, mean=source.mean, std=source.std)
+    def subset(source, n):
+        return data.make_eval_dataset(data.fixed_subset(source, n, FLAGS.seed), model.image_size, 256,
+                                      mean=split.train.mean, std=split.train.std)
 
-    return [callbacks.KNNMonitor(subset("train", 10000), subset("test", 2000), FLAGS.knn_every,
+    print(f"kNN monitor:      2,000 {split.eval_name} images against 10,000 training images, every "
+          f"{FLAGS.knn_every} epoch(s)")
+    return [callbacks.KNNMonitor(subset(split.train, 10000), subset(split.eval, 2000), FLAGS.knn_every,
                                  log_dir=os.path.join(workdir, "tensorboard", "knn"))]
 
 

@@ -136,8 +136,11 @@ def test_pretrain_with_knn_then_finetune(tmp_path):
     finetune_dir = tmp_path / "finetune"
     stdout = run_app("finetune.py", f"--encoder={pretrain_dir}", f"--workdir={finetune_dir}", "--epochs=2",
                      "--warmup_epochs=1", "--batch_size=16", "--steps_per_epoch=2", "--eval_batch_size=48", "--eval_every=0")
-    assert "Fine-tune top-1 on" in stdout
+    # The pretraining held out 5 of the 48 images (10%, stratified); fine-tuning reuses that split.
+    assert "Fine-tune top-1 on" in stdout and "held-out val (5 images)" in stdout
     record = json.loads((finetune_dir / "finetune.json").read_text())
-    assert record["num_eval"] == 48 and 0.0 <= record["top1"] <= record["top5"] <= 1.0
+    assert (record["num_train"], record["num_eval"]) == (43, 5) and 0.0 <= record["top1"] <= record["top5"] <= 1.0
+    for name in ("train.txt", "eval.txt"):
+        assert (finetune_dir / "splits" / name).read_text() == (pretrain_dir / "splits" / name).read_text()
     model = keras.saving.load_model(finetune_dir / "classifier.keras", compile=False)
     assert isinstance(model, ViTClassifier) and model.num_classes == 3 and model.drop_path_rate == 0.1

@@ -161,9 +161,15 @@ def test_app_cached_features_with_random_init_comparison(tmp_path):
                "--warmup_epochs=1", "--batch_size=16", "--verbose=0"]
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "Linear probe top-1 on" in result.stdout and "| random init" in result.stdout
+    # 64 labelled images and no evaluation split of their own: 10% held out, stratified, never trained on.
+    assert "Linear probe top-1 on" in result.stdout and "held-out val (7 images)" in result.stdout
+    assert "| random init" in result.stdout
     record = json.loads((probe_dir / "linear_probe.json").read_text())
-    assert record["num_eval"] == 64 and record["cache_features"]
+    assert (record["num_train"], record["num_eval"], record["eval_split"]) == (57, 7, "held-out val")
+    assert record["cache_features"]
+    eval_ids = (probe_dir / "splits" / "eval.txt").read_text().split()
+    train_ids = (probe_dir / "splits" / "train.txt").read_text().split()
+    assert len(eval_ids) == 7 and len(train_ids) == 57 and not set(eval_ids) & set(train_ids)
     for run in ("pretrained", "random_init"):
         assert 0.0 <= record[run]["top1"] <= record[run]["top5"] <= 1.0
     assert (probe_dir / "random_init" / "features.npz").exists()

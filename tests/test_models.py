@@ -111,6 +111,46 @@ def test_fit_accepts_labels_and_tf_data_and_evaluates(tiny_config):
     assert np.isfinite(model.evaluate(ds, verbose=0, return_dict=True)["loss"])
 
 
+@pytest.mark.parametrize("mask_strategy", ["random", "block"])
+def test_evaluate_masks_are_fixed_and_leave_the_training_masks_alone(tiny_config, mask_strategy):
+    x = images_for(tiny_config, n=8)
+    model = make(tiny_config, mask_strategy=mask_strategy, seed=1)  # eval_mask_seed defaults to 0
+    model.compile(optimizer="adamw")
+    first = model.evaluate(x, batch_size=4, verbose=0)
+    assert model.evaluate(x, batch_size=4, verbose=0) == first  # the same masks every time: a stable number
+    expected = 0.0
+    noise = to_np(model.evaluation_noise(x[:4]))
+    assert noise.shape == (4, model.encoder.num_patches)
+    for batch in (x[:4], x[4:]):  # = the loss under exactly these masks
+        expected += 0.5 * float(to_np(model.compute_reconstruction_loss(batch, noise=noise)))
+    assert first == pytest.approx(expected, rel=1e-5)
+    random_masks = make(tiny_config, mask_strategy=mask_strategy, seed=1, eval_mask_seed=None)
+    random_masks.compile(optimizer="adamw")
+    losses = {random_masks.evaluate(x, batch_size=4, verbose=0) for _ in range(3)}
+    assert len(losses) > 1  # drawn from the training stream: changes every call
+    # Evaluating in between does not change the masks training draws.
+    keras.utils.set_random_seed(0)
+    plain = make(tiny_config, mask_strategy=mask_strategy, seed=1)
+    keras.utils.set_random_seed(0)
+    evaluated = make(tiny_config, mask_strategy=mask_strategy, seed=1)
+    evaluated.compile(optimizer="adamw")
+    evaluated.evaluate(x, batch_size=4, verbose=0)
+    np.testing.assert_array_equal(to_np(plain(x)["mask"]), to_np(evaluated(x)["mask"]))
+    with pytest.raises(ValueError, match="eval_mask_seed must be an int or None"):
+        make(tiny_config, eval_mask_seed=0.5)
+
+
+def test_reconstruction_figure_of_the_last_epoch_is_always_drawn(tiny_config, tmp_path):
+    from keras_mae.callbacks import ReconstructionSummary
+
+    model = make(tiny_config)
+    model.compile(optimizer="adamw")
+    x = images_for(tiny_config, n=4)
+    summary = ReconstructionSummary(x[:2], (0.5,) * 3, (0.25,) * 3, png_dir=str(tmp_path), every_n_epochs=5)
+    model.fit(x, batch_size=2, epochs=2, verbose=0, callbacks=[summary])
+    assert sorted(os.listdir(tmp_path)) == ["epoch_0002.png"]
+
+
 def test_encoder_standalone_and_inside_mae(tiny_config):
     model = make(tiny_config)
     images = images_for(tiny_config)

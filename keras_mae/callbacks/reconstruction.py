@@ -9,7 +9,7 @@ from keras_mae.utils.image_grid import reconstruction_grid, upscale, write_png
 
 
 class ReconstructionSummary(keras.callbacks.Callback):
-    """Every `every_n_epochs` epochs, reconstructs a fixed batch under fixed masks.
+    """Every `every_n_epochs` epochs, and after the last one, reconstructs a fixed batch under fixed masks.
 
     Writes the grid (one row per image: original | masked | reconstruction |
     reconstruction with the visible patches pasted back, in display pixels)
@@ -34,12 +34,15 @@ class ReconstructionSummary(keras.callbacks.Callback):
         self.seed = seed
         self._writer = None
         self.last_png = None
+        self._epoch = self._written = None
 
     def on_epoch_end(self, epoch, logs=None):
+        self._epoch = epoch + 1
         if (epoch + 1) % self.every_n_epochs == 0:
             self.write(epoch + 1)
 
     def write(self, epoch):
+        self._written = epoch
         model = self.model
         noise = np.random.default_rng(self.seed).random((len(self.images), model.encoder.num_patches)).astype("float32")
         out = {k: keras.ops.convert_to_numpy(v) for k, v in model.reconstruct(self.images, noise=noise).items()}
@@ -59,6 +62,8 @@ class ReconstructionSummary(keras.callbacks.Callback):
             self._writer.flush()
 
     def on_train_end(self, logs=None):
+        if self._epoch is not None and self._written != self._epoch:  # the last epoch's figure, whatever every_n_epochs
+            self.write(self._epoch)
         if self._writer is not None:
             self._writer.close()
             self._writer = None

@@ -25,13 +25,15 @@ class TrainingLog(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start, self._steps = time.perf_counter(), 0
+        self._end = self._start
 
     def on_train_batch_end(self, batch, logs=None):
         self._steps += 1
+        self._end = time.perf_counter()  # the epoch's training time stops here, before any validation
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
-        seconds = time.perf_counter() - self._start
+        seconds = self._end - self._start
         logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         logs["images_per_sec"] = self._steps * self.batch_size / max(seconds, 1e-9)
         if self.path:

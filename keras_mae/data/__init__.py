@@ -18,3 +18,4 @@ from keras_mae.data.builtin import BUILTIN_NAMES, DATASET_STATS, read_idx
 from keras_mae.data.image_folder import IMAGE_EXTENSIONS, read_image
 from keras_mae.data.pipeline import make_eval_dataset, make_pretrain_dataset
 from keras_mae.data.sources import load_source
+from keras_mae.data.splits import Split, fixed_subset, save_split, split_dataset

@@ -38,6 +38,13 @@ class Source:
             shuffle buffer costs megabytes, not gigabytes.
         decode_fn: callable or None. Maps a dataset of `keys` to a dataset of
             `(image, label)`; may drop elements (unreadable files).
+        key_table: tuple of numpy arrays or None. The keys as columns, one row
+            per example, `key_table[1]` the int32 labels: `keys` is
+            `from_tensor_slices(key_table)`. Sources that have one (folders,
+            arrays) can be split (`subset`) and relabelled (`relabel`).
+        class_names: tuple of str or None. Name of each label.
+        files: tuple of str or None. Each example's file path (folders), the
+            identity that split overlap checks compare.
     """
 
     dataset: Optional[tf.data.Dataset] = None
@@ -49,11 +56,16 @@ class Source:
     name: str = "data"
     keys: Optional[tf.data.Dataset] = None
     decode_fn: Optional[Callable] = None
+    key_table: Optional[tuple] = None
+    class_names: Optional[tuple] = None
+    files: Optional[tuple] = None
 
     def __post_init__(self):
         check_num_channels(self.num_channels)
         self.mean = adapt_stats(self.mean, self.num_channels, ALPHA_MEAN)
         self.std = adapt_stats(self.std, self.num_channels, ALPHA_STD)
+        if self.keys is None and self.key_table is not None:
+            self.keys = tf.data.Dataset.from_tensor_slices(tuple(self.key_table))
         if self.dataset is None:
             if self.keys is None or self.decode_fn is None:
                 raise ValueError("Source needs `dataset`, or both `keys` and `decode_fn`.")
@@ -75,6 +87,39 @@ class Source:
         if self.keys is not None and self.decode_fn is not None:
             return self.decode_fn(shuffle(self.keys))
         return shuffle(self.dataset)
+
+    @property
+    def labels(self):
+        """int32 numpy array (num_examples,) of the labels, or None when only reading the data would tell."""
+        return None if self.key_table is None else np.asarray(self.key_table[1])
+
+    def subset(self, indices, name=None):
+        """The examples at `indices` (positions in this source), in that order, as a new `Source`.
+
+        Args:
+            indices: sequence of ints in `[0, num_examples)`.
+            name: str or None. The new source's name; defaults to this one's.
+
+        Returns:
+            `Source` sharing this one's decoding, classes and statistics.
+        """
+        if self.key_table is None:
+            raise ValueError(f"{self.name} cannot be split by example (it has no key table).")
+        indices = np.asarray(indices, np.int64).reshape(-1)
+        table = tuple(np.asarray(column)[indices] for column in self.key_table)
+        files = None if self.files is None else tuple(self.files[i] for i in indices)
+        return dataclasses.replace(self, dataset=None, keys=None, key_table=table, files=files,
+                                   num_examples=len(indices), name=name or self.name)
+
+    def relabel(self, labels):
+        """This source with `labels` (int array, one per example) in place of its own, e.g. example ids."""
+        if self.key_table is None:
+            raise ValueError(f"{self.name} cannot be relabelled (it has no key table).")
+        table = list(self.key_table)
+        table[1] = np.asarray(labels, np.int32).reshape(-1)
+        if len(table[1]) != len(table[0]):
+            raise ValueError(f"{self.name} has {len(table[0])} examples; received {len(table[1])} labels.")
+        return dataclasses.replace(self, dataset=None, keys=None, key_table=tuple(table))
 
 
 def check_num_channels(num_channels, allow_none=False):
@@ -220,13 +265,11 @@ def source_from_arrays(images, labels=None, num_channels=None, name="array", mea
         if len(labels) != len(images):
             raise ValueError(f"Got {len(images)} images but {len(labels)} labels.")
         num_classes = int(labels.max()) + 1 if len(labels) else None
-    images_t, labels_t = tf.constant(images), tf.constant(labels)
+    images_t = tf.constant(images)
 
-    def decode_fn(indices):
+    def decode_fn(keys):
         # Gathering by index keeps the shuffle buffer to a list of integers.
-        return indices.map(
-            lambda i: (tf.gather(images_t, i), tf.gather(labels_t, i)), tf.data.AUTOTUNE
-        )
+        return keys.map(lambda i, label: (tf.gather(images_t, i), label), tf.data.AUTOTUNE)
 
     source = Source(
         num_examples=len(images),
@@ -235,7 +278,7 @@ def source_from_arrays(images, labels=None, num_channels=None, name="array", mea
         mean=IMAGENET_MEAN if mean is None else mean,
         std=IMAGENET_STD if std is None else std,
         name=name,
-        keys=tf.data.Dataset.range(len(images)),
+        key_table=(np.arange(len(images), dtype=np.int64), labels),
         decode_fn=decode_fn,
     )
     source = with_channels(source, num_channels)

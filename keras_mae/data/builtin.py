@@ -27,6 +27,12 @@ DATASET_STATS = {
 }
 BUILTIN_NAMES = tuple(DATASET_STATS)
 NUM_CLASSES = {"fashion_mnist": 10, "mnist": 10, "cifar10": 10, "cifar100": 100}
+CLASS_NAMES = {
+    "fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                      "Ankle boot"),
+    "mnist": tuple(str(digit) for digit in range(10)),
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+}
 LOCAL_IDX_DIRS = {"fashion_mnist": "/usr/share/datasets/fashion-mnist"}
 _IDX_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -59,7 +65,7 @@ def read_idx(path):
     return array.reshape(shape).astype(array.dtype.newbyteorder("="))
 
 
-def _load_arrays(name, split):
+def load_arrays(name, split):
     """Returns (images, labels) for `split` of the builtin dataset `name`."""
     local_dir = LOCAL_IDX_DIRS.get(name)
     if local_dir and all(os.path.exists(os.path.join(local_dir, f)) for f in _IDX_FILES[split]):
@@ -86,10 +92,11 @@ def load_builtin(name, split="train", num_channels=None):
         raise ValueError(f"Unknown builtin dataset {name!r}; use one of {', '.join(BUILTIN_NAMES)}.")
     if split not in _IDX_FILES:
         raise ValueError(f"Unknown split {split!r} for {name}; use 'train' or 'test'.")
-    images, labels = _load_arrays(name, split)
+    images, labels = load_arrays(name, split)
     mean, std = DATASET_STATS[name]
     source = source_from_arrays(
         images, labels, num_channels, name=f"{name}:{split}", mean=mean, std=std
     )
     source.num_classes = NUM_CLASSES[name]
+    source.class_names = CLASS_NAMES.get(name)
     return source

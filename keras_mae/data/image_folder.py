@@ -204,8 +204,6 @@ def load_image_folder(path, num_channels=None, full_check=None):
         `Source` with ImageNet's mean/std; labels index the sorted top-level
         subfolders, or are -1 for images directly in `path`.
     """
-    num_channels = 3 if num_channels is None else num_channels
-    check_num_channels(num_channels)
     root = os.path.abspath(os.path.expanduser(path))
     files, labels, classes = list_image_files(root)
     if not files:
@@ -213,22 +211,41 @@ def load_image_folder(path, num_channels=None, full_check=None):
             f"No images found under '{path}' (looked recursively for "
             f"{', '.join(IMAGE_EXTENSIONS)}, any case)."
         )
+    return source_from_files(root, files, labels, classes, num_channels, full_check)
+
+
+def source_from_files(root, files, labels, class_names, num_channels=None, full_check=None, name=None):
+    """A `Source` of listed image files with their labels (unreadable ones dropped and named).
+
+    Args:
+        root: str. Folder the files are under, for messages.
+        files: list of str. Image paths.
+        labels: list of int. Index in `class_names` of each file, -1 when unlabelled.
+        class_names: sequence of str. Empty when unlabelled.
+        num_channels: int or None. 1, 3 or 4; None means 3 (RGB).
+        full_check: bool or None. See `load_image_folder`.
+        name: str or None. For logs; defaults to `root`.
+
+    Returns:
+        `Source` with ImageNet's mean/std, `files` and `class_names` set.
+    """
+    num_channels = 3 if num_channels is None else num_channels
+    check_num_channels(num_channels)
     full = len(files) <= FULL_CHECK_LIMIT if full_check is None else full_check
     problems, decoders = check_files(root, files, full)
     kept = [(f, l, d) for f, l, d in zip(files, labels, decoders) if f not in problems]
     if not kept:
-        raise ValueError(f"None of the {len(files)} image files under '{path}' could be read.")
+        raise ValueError(f"None of the {len(files)} image files under '{root}' could be read.")
     paths, labels, decoders = zip(*kept)
-    keys = tf.data.Dataset.from_tensor_slices(
-        (tf.constant(paths), tf.constant(labels, tf.int32), tf.constant(decoders, tf.int32))
-    )
     return Source(
         num_examples=len(paths),
-        num_classes=len(classes) or None,
+        num_classes=len(class_names) or None,
         num_channels=num_channels,
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
-        name=root,
-        keys=keys,
+        name=name or root,
+        key_table=(np.array(paths), np.array(labels, np.int32), np.array(decoders, np.int32)),
         decode_fn=_decode_fn(num_channels),
+        class_names=tuple(class_names) or None,
+        files=tuple(paths),
     )

@@ -43,24 +43,10 @@ def _resolve_split(split, splits):
     return split
 
 
-def load_tfds(name, split="train", data_dir=None, num_channels=None):
-    """Loads a prepared TFDS dataset as a `Source`.
-
-    Args:
-        name: str. `NAME`, `NAME:SPLIT` or `NAME:VERSION:SPLIT` (without `tfds:`).
-        split: str. Split when `name` has none; "test" falls back to "validation".
-        data_dir: str or None. Where the dataset was prepared; None is TFDS's
-            default (`~/tensorflow_datasets` or `$TFDS_DATA_DIR`).
-        num_channels: int or None. Channels to convert to; None keeps the dataset's.
-
-    Returns:
-        `Source`; mean/std are the known ones for mnist, fashion_mnist, cifar10
-        and cifar100, ImageNet's otherwise.
-    """
+def _prepared_builder(name, data_dir):
+    """The TFDS builder of `name`, checked to exist and to be prepared (nothing is downloaded)."""
     import tensorflow_datasets as tfds  # Imported here: only TFDS users pay for it.
 
-    check_num_channels(num_channels, allow_none=True)
-    name, split = parse_tfds_name(name, split)
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:
@@ -73,6 +59,36 @@ def load_tfds(name, split="train", data_dir=None, num_channels=None):
             f"(`tfds build {name} --data_dir=DIR`; ImageNet needs its archives in "
             "DIR/downloads/manual) and pass data_dir=DIR."
         )
+    return builder
+
+
+def tfds_split_names(name, data_dir=None):
+    """The split names of a prepared TFDS dataset (`NAME` or `NAME:VERSION`, without `tfds:`)."""
+    return list(_prepared_builder(name, data_dir).info.splits)
+
+
+def load_tfds(name, split="train", data_dir=None, num_channels=None, shuffle_files=None):
+    """Loads a prepared TFDS dataset as a `Source`.
+
+    Args:
+        name: str. `NAME`, `NAME:SPLIT` or `NAME:VERSION:SPLIT` (without `tfds:`).
+        split: str. Split when `name` has none; "test" falls back to "validation".
+            TFDS slices work too (`train[:90%]`, `train[54000:]`).
+        data_dir: str or None. Where the dataset was prepared; None is TFDS's
+            default (`~/tensorflow_datasets` or `$TFDS_DATA_DIR`).
+        num_channels: int or None. Channels to convert to; None keeps the dataset's.
+        shuffle_files: bool or None. Read the files in a (fixed-seed) shuffled
+            order; None does so for splits named "train...".
+
+    Returns:
+        `Source`; mean/std are the known ones for mnist, fashion_mnist, cifar10
+        and cifar100, ImageNet's otherwise.
+    """
+    import tensorflow_datasets as tfds  # Imported here: only TFDS users pay for it.
+
+    check_num_channels(num_channels, allow_none=True)
+    name, split = parse_tfds_name(name, split)
+    builder = _prepared_builder(name, data_dir)
     split = _resolve_split(split, builder.info.splits)
     features = builder.info.features
     image_keys = [k for k, f in features.items() if isinstance(f, tfds.features.Image)]
@@ -97,7 +113,7 @@ def load_tfds(name, split="train", data_dir=None, num_channels=None):
     # so pipelines stay reproducible.
     records = builder.as_dataset(
         split=split,
-        shuffle_files=split.startswith("train"),
+        shuffle_files=split.startswith("train") if shuffle_files is None else shuffle_files,
         decoders={image_key: tfds.decode.SkipDecoding()},
         read_config=tfds.ReadConfig(shuffle_seed=0),
     )
@@ -123,4 +139,5 @@ def load_tfds(name, split="train", data_dir=None, num_channels=None):
         name=f"tfds:{name}:{split}",
         keys=keys,
         decode_fn=lambda ds: ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE),
+        class_names=tuple(features[label_key].names) if label_key else None,
     )

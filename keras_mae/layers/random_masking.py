@@ -1,5 +1,6 @@
 """Per-sample random masking by argsort of noise, as facebookresearch/mae `random_masking`."""
 
+import itertools
 import math
 
 import keras
@@ -75,40 +76,47 @@ class RandomMasking(keras.layers.Layer):
         mask = ops.cast(ids_restore >= len_keep, "float32")
         return visible, mask, ids_restore
 
-    def sample_noise(self, batch, length):
-        """Noise (batch, length) whose argsort gives this strategy's masks."""
+    def sample_noise(self, batch, length, seed=None):
+        """Noise (batch, length) whose argsort gives this strategy's masks.
+
+        Args:
+            batch, length: ints (or scalar tensors).
+            seed: int or None. None draws from the layer's `SeedGenerator`
+                (new masks each call); an int gives the same noise every call
+                (fixed evaluation masks), whatever the layer's state.
+        """
+        seeds = itertools.repeat(self.seed_generator) if seed is None else itertools.count(int(seed) * 16)
         if self.strategy == "random":
-            return keras.random.uniform((batch, length), seed=self.seed_generator)
+            return keras.random.uniform((batch, length), seed=next(seeds))
         if self.grid_size[0] * self.grid_size[1] != length:
             raise ValueError(f"grid_size={self.grid_size} does not match {length} tokens.")
         if self.strategy == "grid":
-            return self._grid_noise(batch)
-        return self._block_noise(batch, length)
+            return self._grid_noise(batch, seeds)
+        return self._block_noise(batch, length, seeds)
 
-    def _grid_noise(self, batch):
+    def _grid_noise(self, batch, seeds):
         grid_h, grid_w = self.grid_size
         rows = ops.arange(grid_h)[:, None] * ops.ones((1, grid_w), "int32")
         cols = ops.ones((grid_h, 1), "int32") * ops.arange(grid_w)[None, :]
-        offset = keras.random.randint((batch, 2, 1, 1), 0, 2, seed=self.seed_generator)
+        offset = keras.random.randint((batch, 2, 1, 1), 0, 2, seed=next(seeds))
         on_grid = ops.logical_and(rows[None] % 2 == offset[:, 0], cols[None] % 2 == offset[:, 1])
-        u = keras.random.uniform((batch, grid_h, grid_w), seed=self.seed_generator)
+        u = keras.random.uniform((batch, grid_h, grid_w), seed=next(seeds))
         noise = ops.where(on_grid, 0.5 * u, 0.5 + 0.5 * u)  # grid cells first, i.e. kept
         return ops.reshape(noise, (batch, grid_h * grid_w))
 
-    def _block_noise(self, batch, length):
+    def _block_noise(self, batch, length, seeds):
         grid_h, grid_w = self.grid_size
         num_mask = length - num_kept(length, self.mask_ratio)
         min_area = max(1, round(16 * length / 196))  # BEiT: 16 patches of a 14x14 grid
         max_area = max(min_area, num_mask)
         num_blocks = 2 * math.ceil(length / min_area)
-        seed = self.seed_generator
-        area = keras.random.uniform((batch, num_blocks), min_area, max_area + 1e-6, seed=seed)
-        log_ratio = keras.random.uniform((batch, num_blocks), math.log(0.3), -math.log(0.3), seed=seed)
+        area = keras.random.uniform((batch, num_blocks), min_area, max_area + 1e-6, seed=next(seeds))
+        log_ratio = keras.random.uniform((batch, num_blocks), math.log(0.3), -math.log(0.3), seed=next(seeds))
         ratio = ops.exp(log_ratio)
         height = ops.clip(ops.round(ops.sqrt(area * ratio)), 1, grid_h)
         width = ops.clip(ops.round(ops.sqrt(area / ratio)), 1, grid_w)
-        top = ops.floor(keras.random.uniform((batch, num_blocks), seed=seed) * (grid_h - height + 1))
-        left = ops.floor(keras.random.uniform((batch, num_blocks), seed=seed) * (grid_w - width + 1))
+        top = ops.floor(keras.random.uniform((batch, num_blocks), seed=next(seeds)) * (grid_h - height + 1))
+        left = ops.floor(keras.random.uniform((batch, num_blocks), seed=next(seeds)) * (grid_w - width + 1))
         rows = ops.cast(ops.arange(length) // grid_w, "float32")[None, None]  # [1, 1, L]
         cols = ops.cast(ops.arange(length) % grid_w, "float32")[None, None]
         inside = (
@@ -117,7 +125,7 @@ class RandomMasking(keras.layers.Layer):
         )  # [B, K, L]
         block_ids = ops.cast(ops.arange(num_blocks), "float32")[None, :, None]
         first = ops.min(ops.where(inside, block_ids, float(num_blocks)), axis=1)  # [B, L]
-        u = keras.random.uniform((batch, length), seed=seed)
+        u = keras.random.uniform((batch, length), seed=next(seeds))
         # Uncovered patches are kept first; earlier blocks are removed first.
         covered = 0.5 + 0.5 * (num_blocks - 1 - first + u) / num_blocks
         return ops.where(first < num_blocks, covered, 0.25 * u)

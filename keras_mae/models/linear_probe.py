@@ -74,13 +74,18 @@ class LinearProbe(keras.Model):
         self.head_norm = keras.layers.BatchNormalization(
             momentum=0.9, epsilon=1e-6, center=False, scale=False, dtype=self.dtype_policy, name="head_norm"
         )
+        self.head_norm.build(width)
+        head_width = self.build_hidden(encoder.hidden_dim)
         self.head = keras.layers.Dense(
             self.num_classes, kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.01),
             bias_initializer="zeros", dtype=self.dtype_policy, name="head",
         )
-        self.head_norm.build(width)
-        self.head.build(width)
+        self.head.build((None, head_width))
         self.built = True
+
+    def build_hidden(self, width):
+        """Creates the head's layers between the BatchNorm and the last Dense (none here); returns their output width."""
+        return width
 
     def features(self, images):
         """Frozen features (batch, hidden_dim) of normalised images (see the class docstring)."""
@@ -94,7 +99,11 @@ class LinearProbe(keras.Model):
 
     def classify(self, features, training=False):
         """Logits (batch, num_classes) of `features` (batch, hidden_dim): the head alone."""
-        return self.head(self.head_norm(features, training=training))
+        return self.head(self.hidden(self.head_norm(features, training=training), training=training))
+
+    def hidden(self, x, training=False):
+        """The head's layers between the BatchNorm and the last Dense: none in the linear probe."""
+        return x
 
     def call(self, images, training=False):
         return self.classify(ops.stop_gradient(self.features(images)), training=training)
@@ -102,7 +111,8 @@ class LinearProbe(keras.Model):
     def head_model(self):
         """A `keras.Model` from features to logits sharing this probe's head layers (for cached features)."""
         inputs = keras.Input((self.encoder.hidden_dim,), name="features")
-        return keras.Model(inputs, self.head(self.head_norm(inputs)), name=f"{self.name}_head")
+        # training=None: the model's own call decides (BatchNorm and dropout train in fit, not in predict).
+        return keras.Model(inputs, self.classify(inputs, training=None), name=f"{self.name}_head")
 
     def extract_features(self, dataset, verbose="auto"):
         """Features and labels of a dataset, computed once (compiled, on any backend), as numpy.
@@ -117,10 +127,10 @@ class LinearProbe(keras.Model):
         Returns:
             `(features float32 (n, hidden_dim), labels int32 (n,))`.
         """
-        outputs = _Features(self, name=f"{self.name}_features").predict(
-            dataset.map(lambda images, labels: ((images, labels),)), verbose=verbose
-        )
-        return np.asarray(outputs["features"], "float32"), np.asarray(outputs["labels"]).reshape(-1).astype("int32")
+        from keras_mae.evaluation.predict import predict_with_ids
+
+        features, labels = predict_with_ids(self, dataset, method="features", verbose=verbose)
+        return features.astype("float32"), labels.astype("int32")
 
     def get_config(self):
         config = super().get_config()
@@ -132,16 +142,3 @@ class LinearProbe(keras.Model):
             }
         )
         return config
-
-
-class _Features(keras.Model):
-    """(images, labels) -> {"features": LinearProbe.features, "labels": labels}, for `predict`."""
-
-    def __init__(self, probe, **kwargs):
-        super().__init__(**kwargs)
-        self.probe = probe
-        self.built = True
-
-    def call(self, inputs):
-        images, labels = inputs
-        return {"features": self.probe.features(images), "labels": labels}

@@ -35,6 +35,12 @@ class MaskedAutoencoder(keras.Model):
         seed: int or None. Seed of the masking noise.
         encode_mask_tokens: bool. Ablation (Table 1c): the encoder also sees
             mask tokens. Defaults to False, the paper's asymmetric design.
+        eval_mask_seed: int or None. Seed of the masks `evaluate` (and
+            `fit(validation_data=...)`) uses: the same for every evaluation,
+            so validation losses compare across epochs and `EarlyStopping` /
+            `ModelCheckpoint` watch a stable number; training masks are not
+            affected. None draws evaluation masks from the training stream.
+            Defaults to 0.
 
     Call arguments:
         images: float tensor (batch, height, width, num_channels), already normalised.
@@ -72,6 +78,7 @@ class MaskedAutoencoder(keras.Model):
         layer_norm_epsilon=1e-6,
         seed=None,
         encode_mask_tokens=False,
+        eval_mask_seed=0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -90,6 +97,9 @@ class MaskedAutoencoder(keras.Model):
                 f"received patch_size={patch_size}, num_channels={num_channels}. Use a larger patch or norm_pix_loss=False."
             )
         self.seed = seed
+        if eval_mask_seed is not None and (isinstance(eval_mask_seed, bool) or not isinstance(eval_mask_seed, int)):
+            raise ValueError(f"eval_mask_seed must be an int or None. Received: eval_mask_seed={eval_mask_seed!r}")
+        self.eval_mask_seed = eval_mask_seed
 
         # === Layers ===
         self.encoder = ViTEncoder(
@@ -153,17 +163,25 @@ class MaskedAutoencoder(keras.Model):
         # max(.., 1) only matters at mask_ratio 0, where the official code divides by zero.
         return ops.sum(per_patch * mask) / ops.maximum(ops.sum(mask), 1.0)
 
-    def compute_reconstruction_loss(self, images, training=False):
+    def compute_reconstruction_loss(self, images, training=False, noise=None):
         """Forward pass and loss in one call; what `train_step` differentiates."""
-        outputs = self(images, training=training)
+        outputs = self(images, noise=noise, training=training)
         return self.reconstruction_loss(images, outputs["pred"], outputs["mask"])
 
-    def stateless_reconstruction_loss(self, trainable_variables, non_trainable_variables, images, training=False):
+    def stateless_reconstruction_loss(self, trainable_variables, non_trainable_variables, images, training=False,
+                                      noise=None):
         """`compute_reconstruction_loss` as a pure function of the variables (for jax.grad)."""
         outputs, non_trainable_variables = self.stateless_call(
-            trainable_variables, non_trainable_variables, images, training=training
+            trainable_variables, non_trainable_variables, images, noise=noise, training=training
         )
         return self.reconstruction_loss(images, outputs["pred"], outputs["mask"]), non_trainable_variables
+
+    def evaluation_noise(self, images):
+        """The masking noise of `test_step`: fixed by `eval_mask_seed` (None: the training stream's)."""
+        if self.eval_mask_seed is None:
+            return None
+        batch = ops.shape(images)[0]
+        return self.encoder.masking.sample_noise(batch, self.encoder.num_patches, seed=self.eval_mask_seed)
 
     def train_step(self, *args):
         return steps.train_step(self, *args)
@@ -238,6 +256,7 @@ class MaskedAutoencoder(keras.Model):
                 "layer_norm_epsilon": self.layer_norm_epsilon,
                 "seed": self.seed,
                 "encode_mask_tokens": self.encode_mask_tokens,
+                "eval_mask_seed": self.eval_mask_seed,
             }
         )
         return config

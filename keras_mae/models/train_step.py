@@ -32,7 +32,9 @@ def _tf_train_step(model, data):
 
 
 def _stateful_test_step(model, data):
-    model.loss_tracker.update_state(model.compute_reconstruction_loss(_images(data), training=False))
+    images = _images(data)
+    loss = model.compute_reconstruction_loss(images, training=False, noise=model.evaluation_noise(images))
+    model.loss_tracker.update_state(loss)
     return {"loss": model.loss_tracker.result()}
 
 
@@ -58,7 +60,9 @@ def _jax_train_step(model, state, data):
 
 def _jax_test_step(model, state, data):
     trainable, non_trainable, metrics_vars = state
-    loss, non_trainable = model.stateless_reconstruction_loss(trainable, non_trainable, _images(data), training=False)
+    images = _images(data)
+    loss, non_trainable = model.stateless_reconstruction_loss(trainable, non_trainable, images, training=False,
+                                                              noise=model.evaluation_noise(images))
     metrics_vars = model.loss_tracker.stateless_update_state(metrics_vars, loss)
     logs = {"loss": model.loss_tracker.stateless_result(metrics_vars)}
     return logs, (trainable, non_trainable, metrics_vars)

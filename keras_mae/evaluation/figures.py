@@ -1,0 +1,119 @@
+"""The figures of an evaluation report, drawn with matplotlib (and scikit-learn's displays) to PNG bytes."""
+
+import io
+
+import numpy as np
+
+from keras_mae.evaluation.metrics import calibration_bins
+
+MAX_CURVES = 10  # classes drawn one by one in the ROC / PR figures; more get one pooled curve
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # no screen needed
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(figure):
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    _pyplot().close(figure)
+    return buffer.getvalue()
+
+
+def confusion_matrix_png(report, title):
+    """Counts, rows true and columns predicted; values written in the cells up to 20 classes."""
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    plt = _pyplot()
+    matrix = np.asarray(report["confusion_matrix"])
+    names = report["class_names"]
+    size = min(12, 3 + 0.45 * len(names))
+    figure, axes = plt.subplots(figsize=(size, size))
+    display = ConfusionMatrixDisplay(matrix, display_labels=names if len(names) <= 30 else None)
+    display.plot(ax=axes, include_values=len(names) <= 20, cmap="Blues", colorbar=False, xticks_rotation=45)
+    axes.set_title(f"Confusion matrix, {title}")
+    return _png(figure)
+
+
+def _curves(labels, probabilities, report, kind):
+    """ROC or precision-recall curves: the positive class (binary), each class, or all pooled."""
+    from sklearn.metrics import PrecisionRecallDisplay, RocCurveDisplay
+
+    display = RocCurveDisplay if kind == "roc" else PrecisionRecallDisplay
+    names = report["class_names"]
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(6, 5))
+    if len(names) == 2:
+        positive = names.index(report["positive_class"])
+        display.from_predictions(labels == positive, probabilities[:, positive], ax=axes, name=names[positive])
+    elif len(names) <= MAX_CURVES:
+        for k, name in enumerate(names):
+            if (labels == k).any() and not (labels == k).all():
+                display.from_predictions(labels == k, probabilities[:, k], ax=axes, name=name)
+    else:  # pooled over every (image, class) pair: the micro-average
+        one_hot = np.eye(len(names), dtype=bool)[labels]
+        display.from_predictions(one_hot.ravel(), probabilities.ravel(), ax=axes, name="all classes (micro)")
+    return figure, axes
+
+
+def roc_png(labels, probabilities, report, title):
+    figure, axes = _curves(labels, probabilities, report, "roc")
+    axes.plot([0, 1], [0, 1], "k:", linewidth=1, label="chance")
+    axes.set_xlabel("false positive rate (1 - specificity)")
+    axes.set_ylabel("true positive rate (recall)")
+    auc = report["roc_auc"]
+    axes.set_title(f"ROC, {title}" + (f"\nROC-AUC {auc:.3f}" if auc is not None else ""))
+    axes.legend(loc="lower right", fontsize="small")
+    return _png(figure)
+
+
+def pr_png(labels, probabilities, report, title):
+    figure, axes = _curves(labels, probabilities, report, "pr")
+    target = report.get("target_recall")
+    if target:
+        axes.plot([target["recall"]], [target["precision"]], "ro",
+                  label=f"threshold {target['threshold']:.3f}: recall {target['recall']:.3f}")
+    axes.set_xlabel("recall")
+    axes.set_ylabel("precision")
+    ap = report["average_precision"]
+    axes.set_title(f"Precision-recall, {title}" + (f"\naverage precision {ap:.3f}" if ap is not None else ""))
+    axes.legend(loc="lower left", fontsize="small")
+    return _png(figure)
+
+
+def calibration_png(labels, probabilities, report, title):
+    """Reliability diagram: accuracy against confidence per bin, and how many images each bin holds."""
+    plt = _pyplot()
+    bins = calibration_bins(labels, probabilities)
+    edges, width = bins["edges"], np.diff(bins["edges"])
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(6, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    full = bins["count"] > 0
+    top.bar(edges[:-1][full], bins["accuracy"][full], width=width[full], align="edge", edgecolor="k",
+            label="accuracy")
+    top.plot([0, 1], [0, 1], "k:", label="perfect calibration")
+    top.plot(bins["confidence"][full], bins["accuracy"][full], "r.", label="mean confidence")
+    top.set_ylabel("accuracy")
+    top.set_ylim(0, 1)
+    top.set_title(f"Reliability, {title}\nECE {report['ece']:.3f} ({len(width)} bins)")
+    top.legend(loc="upper left", fontsize="small")
+    bottom.bar(edges[:-1], bins["count"], width=width, align="edge", edgecolor="k", color="grey")
+    bottom.set_xlabel("confidence (probability of the predicted class)")
+    bottom.set_ylabel("images")
+    bottom.set_xlim(0, 1)
+    return _png(figure)
+
+
+def report_figures(labels, probabilities, report, title):
+    """`{file name: PNG bytes}` of the four figures."""
+    labels, probabilities = np.asarray(labels), np.asarray(probabilities, np.float64)
+    return {
+        "confusion_matrix.png": confusion_matrix_png(report, title),
+        "roc.png": roc_png(labels, probabilities, report, title),
+        "pr.png": pr_png(labels, probabilities, report, title),
+        "calibration.png": calibration_png(labels, probabilities, report, title),
+    }
