@@ -61,28 +61,29 @@ def _curves(labels, probabilities, report, kind):
     return figure, axes
 
 
-def roc_png(labels, probabilities, report, title):
-    figure, axes = _curves(labels, probabilities, report, "roc")
-    axes.plot([0, 1], [0, 1], "k:", linewidth=1, label="chance")
-    axes.set_xlabel("false positive rate (1 - specificity)")
-    axes.set_ylabel("true positive rate (recall)")
-    auc = report["roc_auc"]
-    axes.set_title(f"ROC, {title}" + (f"\nROC-AUC {auc:.3f}" if auc is not None else ""))
-    axes.legend(loc="lower right", fontsize="small")
-    return _png(figure)
+# kind -> (title, x label, y label, report metric, its name, legend corner)
+_CURVES = {
+    "roc": ("ROC", "false positive rate (1 - specificity)", "true positive rate (recall)", "roc_auc", "ROC-AUC",
+            "lower right"),
+    "pr": ("Precision-recall", "recall", "precision", "average_precision", "average precision", "lower left"),
+}
 
 
-def pr_png(labels, probabilities, report, title):
-    figure, axes = _curves(labels, probabilities, report, "pr")
+def curve_png(labels, probabilities, report, title, kind):
+    """The ROC (`kind="roc"`, with the chance diagonal) or precision-recall figure (with the target-recall point)."""
+    name, x_label, y_label, metric, metric_name, corner = _CURVES[kind]
+    figure, axes = _curves(labels, probabilities, report, kind)
     target = report.get("target_recall")
-    if target:
+    if kind == "roc":
+        axes.plot([0, 1], [0, 1], "k:", linewidth=1, label="chance")
+    elif target:
         axes.plot([target["recall"]], [target["precision"]], "ro",
                   label=f"threshold {target['threshold']:.3f}: recall {target['recall']:.3f}")
-    axes.set_xlabel("recall")
-    axes.set_ylabel("precision")
-    ap = report["average_precision"]
-    axes.set_title(f"Precision-recall, {title}" + (f"\naverage precision {ap:.3f}" if ap is not None else ""))
-    axes.legend(loc="lower left", fontsize="small")
+    axes.set_xlabel(x_label)
+    axes.set_ylabel(y_label)
+    value = report[metric]
+    axes.set_title(f"{name}, {title}" + (f"\n{metric_name} {value:.3f}" if value is not None else ""))
+    axes.legend(loc=corner, fontsize="small")
     return _png(figure)
 
 
@@ -113,7 +114,7 @@ def report_figures(labels, probabilities, report, title):
     labels, probabilities = np.asarray(labels), np.asarray(probabilities, np.float64)
     return {
         "confusion_matrix.png": confusion_matrix_png(report, title),
-        "roc.png": roc_png(labels, probabilities, report, title),
-        "pr.png": pr_png(labels, probabilities, report, title),
+        "roc.png": curve_png(labels, probabilities, report, title, "roc"),
+        "pr.png": curve_png(labels, probabilities, report, title, "pr"),
         "calibration.png": calibration_png(labels, probabilities, report, title),
     }
