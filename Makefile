@@ -7,8 +7,9 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 # The main job: fastest backend on a 2-core CPU for the demo preset (see BENCHMARKS.md).
 BACKEND ?= torch
 WORKDIR ?= runs/fashion_mnist
+SCREENING ?= runs/screening
 
-.PHONY: install data test pretrain clean
+.PHONY: install data test pretrain screening clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
@@ -37,6 +38,16 @@ pretrain: install data
 	KERAS_BACKEND=$(BACKEND) $(PY) apps/pretrain.py --flagfile=apps/configs/fashion_mnist.flags --workdir=$(WORKDIR) $(ARGS)
 	KERAS_BACKEND=$(BACKEND) $(PY) apps/linear_probe.py --flagfile=apps/configs/linprobe_fashion_mnist.flags \
 	  --encoder=$(WORKDIR) --workdir=$(WORKDIR)/linear_probe --cache_features --compare_random_init
+
+# A screening task on a user-style folder: shirt vs T-shirt/top, pretrain, probe, evaluate (README).
+screening: install data
+	KERAS_BACKEND=$(BACKEND) $(PY) apps/make_screening_folder.py --output=$(SCREENING)/data
+	KERAS_BACKEND=$(BACKEND) $(PY) apps/pretrain.py --flagfile=apps/configs/screening_fashion_mnist.flags \
+	  --dataset=$(SCREENING)/data --workdir=$(SCREENING)/pretrain --verbose=2 $(ARGS)
+	KERAS_BACKEND=$(BACKEND) $(PY) apps/linear_probe.py --flagfile=apps/configs/linprobe_screening.flags \
+	  --encoder=$(SCREENING)/pretrain --workdir=$(SCREENING)/probe --cache_features --compare_random_init --verbose=0
+	for run in probe probe/random_init; do KERAS_BACKEND=$(BACKEND) $(PY) apps/evaluate.py --model=$(SCREENING)/$$run \
+	  --workdir=$(SCREENING)/evaluate/$$(basename $$run) --positive_class=shirt --target_recall=0.9 || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache

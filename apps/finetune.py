@@ -173,7 +173,8 @@ def main(argv):
             verbose=FLAGS.verbose, shuffle=False,
             callbacks=[
                 nan_guard,
-                callbacks.TrainingLog(FLAGS.batch_size, os.path.join(workdir, "log.jsonl")),
+                callbacks.TrainingLog(FLAGS.batch_size, os.path.join(workdir, "log.jsonl"), validation={
+                    "val_split": data["split"].eval_name, "val_images": data["split"].eval.num_examples}),
                 callbacks.EpochCheckpoint(checkpoint_dir, FLAGS.checkpoint_every, FLAGS.keep_checkpoints),
                 keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard"), write_graph=False),
             ],

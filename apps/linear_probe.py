@@ -102,7 +102,8 @@ def probe(encoder, name, workdir, data, key):
             validation_data=evaluation if every else None, validation_freq=max(every, 1), shuffle=False,
             verbose=FLAGS.verbose,
             callbacks=[
-                callbacks.TrainingLog(FLAGS.batch_size, os.path.join(workdir, "log.jsonl")),
+                callbacks.TrainingLog(FLAGS.batch_size, os.path.join(workdir, "log.jsonl"), validation={
+                    "val_split": data["split"].eval_name, "val_images": data["split"].eval.num_examples}),
                 callbacks.EpochCheckpoint(checkpoint_dir, FLAGS.checkpoint_every, FLAGS.keep_checkpoints),
                 keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard"), write_graph=False),
             ],

@@ -130,6 +130,7 @@ def main(argv):
     shown = next(iter(data.make_eval_dataset(figure_source, model.image_size, FLAGS.num_reconstructions,
                                              with_labels=False, mean=source.mean, std=source.std)))
     nan_guard = callbacks.StopOnNonFiniteLoss(checkpoint_dir)
+    validation, validation_info = validation_data(split, model, replicas)
     reconstructions = callbacks.ReconstructionSummary(
         keras.ops.convert_to_numpy(shown), source.mean, source.std, os.path.join(workdir, "tensorboard", "images"),
         os.path.join(workdir, "reconstructions"), FLAGS.reconstruction_every, seed=FLAGS.seed,
@@ -137,12 +138,11 @@ def main(argv):
     fit_callbacks = [
         nan_guard,
         *knn_monitor(split, model, workdir),  # before TrainingLog, so knn_top1 reaches log.jsonl
-        callbacks.TrainingLog(FLAGS.batch_size, os.path.join(workdir, "log.jsonl")),
+        callbacks.TrainingLog(FLAGS.batch_size, os.path.join(workdir, "log.jsonl"), validation=validation_info),
         callbacks.EpochCheckpoint(checkpoint_dir, FLAGS.checkpoint_every, FLAGS.keep_checkpoints),
         reconstructions,
         keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard"), write_graph=False),
     ]
-    validation = validation_data(split, model, replicas)
     common.training_started()
     if initial_epoch < FLAGS.epochs:
         model.fit(train, epochs=FLAGS.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
@@ -159,7 +159,7 @@ def validation_data(split, model, replicas):
 
     if not FLAGS.eval_every or split.eval is None:
         print("Validation:       off" + (" (no evaluation split)" if split.eval is None else ""))
-        return None
+        return None, None
     held = data.fixed_subset(split.eval, FLAGS.num_eval_images, FLAGS.seed)
     batch_size = min(FLAGS.batch_size, held.num_examples or FLAGS.batch_size)
     if replicas > 1:  # every batch must split evenly over the replicas
@@ -167,12 +167,13 @@ def validation_data(split, model, replicas):
         usable = (held.num_examples // batch_size) * batch_size if batch_size else 0
         if not usable:
             print(f"Validation:       off ({held.num_examples} evaluation images for {replicas} replicas)")
-            return None
+            return None, None
         held = held.subset(np.arange(usable)) if held.key_table is not None else held
     print(f"Validation:       reconstruction loss on {held.num_examples} {split.eval_name} images "
           f"every {FLAGS.eval_every} epoch(s), masks fixed by seed {model.eval_mask_seed}")
-    return data.make_eval_dataset(held, model.image_size, batch_size, with_labels=False,
-                                  mean=split.train.mean, std=split.train.std)
+    dataset = data.make_eval_dataset(held, model.image_size, batch_size, with_labels=False,
+                                     mean=split.train.mean, std=split.train.std)
+    return dataset, {"val_split": split.eval_name, "val_images": held.num_examples}
 
 
 def knn_monitor(split, model, workdir):

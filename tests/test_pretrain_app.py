@@ -54,6 +54,10 @@ def test_smoke_flagfile_runs_end_to_end(tmp_path):
         assert os.path.exists(os.path.join(workdir, name)), name
     (record,) = read_log(workdir)
     assert record["epoch"] == 1 and record["step"] == 2 and 0 < record["loss"] < 10
+    # Trained on the training split, validated (fixed masks) on the test split: both named with their counts.
+    assert "Data:             train 60,000 images, test 10,000 images (the test split of fashion_mnist)" in result.stdout
+    assert "Validation:       reconstruction loss on 16 test images every 1 epoch(s)" in result.stdout
+    assert 0 < record["val_loss"] < 10 and (record["val_split"], record["val_images"]) == ("test", 16)
     assert "tensorboard --logdir" in result.stdout
     # The reconstruction grid is in the TensorBoard event file: 2 rows x 4 panels of 28x28, upscaled 3x.
     import tensorflow as tf

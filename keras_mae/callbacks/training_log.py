@@ -16,12 +16,15 @@ class TrainingLog(keras.callbacks.Callback):
     Args:
         batch_size: int. Images per step, for images/s.
         path: str or None. JSON-lines file, one line per epoch (appended: resumed runs continue it).
+        validation: dict or None. Written into every line that has validation metrics (`val_*`), to say
+            what they were computed on, e.g. `{"val_split": "test", "val_images": 10000}`.
     """
 
-    def __init__(self, batch_size, path=None):
+    def __init__(self, batch_size, path=None, validation=None):
         super().__init__()
         self.batch_size = batch_size
         self.path = path
+        self.validation = dict(validation or {})
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start, self._steps = time.perf_counter(), 0
@@ -39,6 +42,8 @@ class TrainingLog(keras.callbacks.Callback):
         if self.path:
             record = {"epoch": epoch + 1, "step": int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)),
                       "seconds": round(seconds, 3), **{k: float(v) for k, v in logs.items()}}
+            if any(key.startswith("val_") for key in logs):
+                record.update(self.validation)
             with open(self.path, "a") as f:
                 f.write(json.dumps(record) + "\n")
 
