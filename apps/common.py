@@ -30,6 +30,15 @@ MODEL_FLAGS = {
 }
 
 
+def define_data_flags(default=None, help_text="Labelled dataset (as pretrain.py's --dataset); defaults to the "
+                      "pretraining's."):
+    """--dataset (with `default` and `help_text`), --data_dir, --train_split and the split flags."""
+    flags.DEFINE_string("dataset", default, help_text)
+    flags.DEFINE_string("data_dir", None, "TFDS data_dir (prepared datasets such as ImageNet).")
+    flags.DEFINE_string("train_split", "train", "Training split of builtin / TFDS data.")
+    define_split_flags()
+
+
 def define_split_flags():
     """The flags that choose the evaluation images (keras_mae.data.split_dataset), the same in every app."""
     flags.DEFINE_string("eval_dataset", None, "Evaluation images, any --dataset spec (a labelled folder, a .npz, ...); "
@@ -82,7 +91,7 @@ def split_data(FLAGS, dataset, num_channels, workdir, saved=(), eval_dataset=Non
 
     split = data.split_dataset(
         dataset, eval_dataset if eval_dataset is not None else FLAGS.eval_dataset, FLAGS.val_fraction, FLAGS.seed,
-        getattr(FLAGS, "train_split", "train"), FLAGS.eval_split, FLAGS.data_dir, num_channels,
+        FLAGS.train_split, FLAGS.eval_split, FLAGS.data_dir, num_channels,
         saved=[workdir, *[s for s in saved if s]],
     )
     data.save_split(split, workdir)

@@ -3,6 +3,7 @@
 import os
 
 import common
+import recipe
 
 ENCODER_HELP = (
     "Pretrained encoder: a pretraining workdir (encoder.keras, else its latest checkpoint), a .keras file "
@@ -82,6 +83,26 @@ def load_encoder(spec, preset=None, image_size=None):
     return _encoder_of(model), info
 
 
+def prepare_workdir(workdir, encoder, name, what):
+    """--workdir, else `<encoder workdir>/<name>`; never a pretraining workdir; created, with its flags.txt.
+
+    Args:
+        workdir: str or None. --workdir.
+        encoder: str or None. --encoder.
+        name: str. Subfolder of the encoder workdir used by default ("linear_probe", "finetune").
+        what: str. What goes there, for the error.
+    """
+    if workdir is None:
+        if not (encoder and os.path.isfile(os.path.join(encoder, "run.json"))):
+            raise common.UserError(f"Pass --workdir (where {what} go).")
+        workdir = os.path.join(encoder, name)
+    if os.path.isfile(os.path.join(workdir, "run.json")):
+        raise common.UserError(f"--workdir {workdir!r} is a pretraining workdir; pass another, e.g. {workdir}/{name}.")
+    common.check_workdir(workdir)
+    recipe.write_flags(workdir)
+    return workdir
+
+
 def random_encoder_like(encoder, seed):
     """A freshly initialised encoder of `encoder`'s config: the random-init baseline (sin-cos table included)."""
     import keras
@@ -126,9 +147,7 @@ def labelled_split(FLAGS, info, num_channels, purpose, workdir):
         split.require_labelled_eval(purpose)
     except ValueError as error:
         raise common.UserError(str(error))
-    steps = (split.train.num_examples or 0) // FLAGS.batch_size
-    if FLAGS.steps_per_epoch:
-        steps = min(steps, FLAGS.steps_per_epoch) if steps else FLAGS.steps_per_epoch
+    steps = recipe.steps_per_epoch(split.train.num_examples, dataset, allow_none=True)
     name = dataset if isinstance(dataset, str) else "data"
     return name, split, statistics(split.train, info), steps
 

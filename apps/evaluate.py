@@ -19,11 +19,8 @@ import reporting
 flags.DEFINE_string("model", None, "Classifier: a linear-probe or fine-tuning workdir, a .keras ViTClassifier / "
                     "LinearProbe / MLPProbe, or official / timm fine-tuned weights.", required=True)
 flags.DEFINE_string("workdir", None, "Where the report goes.", required=True)
-flags.DEFINE_string("dataset", None, "The data the model was trained on (as pretrain.py's --dataset); defaults to "
-                    "the model workdir's. Its evaluation split is evaluated.")
-flags.DEFINE_string("data_dir", None, "TFDS data_dir.")
-common.define_split_flags()
-flags.DEFINE_string("train_split", "train", "Training split of builtin / TFDS data (excluded from evaluation).")
+common.define_data_flags(help_text="The data the model was trained on (as pretrain.py's --dataset); defaults to the "
+                         "model workdir's. Its evaluation split is evaluated.")
 flags.DEFINE_integer("seed", 0, "Seed of a held-out split made here (a saved one is reused).")
 flags.DEFINE_integer("batch_size", 256, "Images per forward pass.")
 flags.DEFINE_integer("image_size", None, "Official weights: the size to build the model at (default: the checkpoint's).")

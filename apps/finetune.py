@@ -15,27 +15,21 @@ from absl import app, flags
 
 import common
 import downstream
+import recipe
 import reporting
 
 flags.DEFINE_string("encoder", None, downstream.ENCODER_HELP + " None: train from scratch (--preset).")
 flags.DEFINE_string("preset", None, "Architecture of an --encoder=*.weights.h5 file, or of a from-scratch model.")
 flags.DEFINE_string("workdir", None, "Where checkpoints, logs and the model go; defaults to <encoder workdir>/finetune.")
-flags.DEFINE_string("dataset", None, "Labelled dataset (as pretrain.py's --dataset); defaults to the pretraining's.")
-flags.DEFINE_string("data_dir", None, "TFDS data_dir.")
-flags.DEFINE_string("train_split", "train", "Split trained on.")
-common.define_split_flags()
+common.define_data_flags()
 flags.DEFINE_boolean("global_pool", True, "Mean of patch tokens + fc_norm (True) or the CLS token.")
 flags.DEFINE_float("drop_path_rate", 0.1, "Stochastic depth (B 0.1, L 0.2, H 0.3).")
-flags.DEFINE_integer("epochs", 100, "Training epochs (B 100, L and H 50).")
-flags.DEFINE_integer("warmup_epochs", 5, "Linear warm-up epochs.")
-flags.DEFINE_integer("batch_size", 1024, "Images per step (per optimizer update: batch_size * accum_steps).")
-flags.DEFINE_integer("accum_steps", 1, "Gradient accumulation steps (official accum_iter).")
-flags.DEFINE_float("base_lr", 1e-3, "Learning rate = base_lr * batch_size * accum_steps / 256 (B: 5e-4).")
-flags.DEFINE_float("lr", None, "Absolute peak learning rate; overrides base_lr.")
-flags.DEFINE_float("min_lr", 1e-6, "Learning rate at the end of the cosine.")
-flags.DEFINE_float("weight_decay", 0.05, "AdamW weight decay (not on biases, norms, cls_token, pos_embed).")
+recipe.define_training_flags(
+    epochs=100, warmup_epochs=5, batch_size=1024, base_lr=1e-3, weight_decay=0.05, min_lr=1e-6,
+    accumulation=True, compilation=True, seed_help="Seed of data order, augmentation, head init and drop path.",
+    base_lr_help="Learning rate = base_lr * batch_size * accum_steps / 256 (B: 5e-4).",
+    weight_decay_help="AdamW weight decay (not on biases, norms, cls_token, pos_embed).")
 flags.DEFINE_float("layer_decay", 0.75, "Layer-wise lr decay (B 0.65, L and H 0.75).")
-flags.DEFINE_float("clip_grad", None, "Clip the global gradient norm.")
 flags.DEFINE_boolean("rand_augment", True, "RandAugment rand-m9-mstd0.5-inc1.")
 flags.DEFINE_float("random_erasing_prob", 0.25, "Random erasing probability (official --reprob).")
 flags.DEFINE_float("mixup_alpha", 0.8, "Mixup Beta parameter; 0 disables (official --mixup).")
@@ -44,31 +38,14 @@ flags.DEFINE_float("switch_prob", 0.5, "Probability of cutmix rather than mixup 
 flags.DEFINE_float("label_smoothing", 0.1, "Label smoothing (official --smoothing).")
 flags.DEFINE_integer("eval_every", 1, "Epochs between evaluations (0: only at the end).")
 flags.DEFINE_integer("eval_batch_size", 256, "Images per evaluation step.")
-flags.DEFINE_integer("steps_per_epoch", None, "Cap steps per epoch (smoke runs).")
-flags.DEFINE_integer("seed", 0, "Seed of data order, augmentation, head init and drop path.")
-flags.DEFINE_integer("checkpoint_every", 1, "Epochs between checkpoints.")
-flags.DEFINE_integer("keep_checkpoints", 2, "Complete checkpoints kept.")
-flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"], "XLA / jit compilation of the train step.")
-flags.DEFINE_string("dtype_policy", "float32", "float32, mixed_bfloat16 or mixed_float16.")
 flags.DEFINE_boolean("report", True, "End with the evaluation report of the final model (workdir/report/).")
 common.define_report_flags()
-flags.DEFINE_integer("verbose", 2, "Keras progress output: 0 silent, 1 bar, 2 one line per epoch.")
 FLAGS = flags.FLAGS
 
-RUN_FLAGS = ["encoder", "preset", "workdir", "dataset", "data_dir", "eval_dataset", "val_fraction", "train_split", "eval_split", "global_pool",
-             "drop_path_rate", "epochs", "warmup_epochs", "batch_size", "accum_steps", "base_lr", "lr", "min_lr",
-             "weight_decay", "layer_decay", "clip_grad", "rand_augment", "random_erasing_prob", "mixup_alpha",
-             "cutmix_alpha", "switch_prob", "label_smoothing", "eval_every", "eval_batch_size", "steps_per_epoch",
-             "seed", "checkpoint_every", "keep_checkpoints", "jit_compile", "dtype_policy", "report", "positive_class",
-             "thresholds", "target_recall"]
 
 
 def check_flags():
-    for name in ("epochs", "batch_size", "accum_steps", "eval_batch_size", "checkpoint_every", "keep_checkpoints"):
-        if getattr(FLAGS, name) < 1:
-            raise common.UserError(f"--{name} must be at least 1. Received: --{name}={getattr(FLAGS, name)}")
-    if not 0 <= FLAGS.warmup_epochs < FLAGS.epochs:
-        raise common.UserError(f"--warmup_epochs must be in [0, epochs={FLAGS.epochs}). Received: {FLAGS.warmup_epochs}")
+    recipe.check_training_flags("eval_batch_size")
     if not 0 < FLAGS.layer_decay <= 1:
         raise common.UserError(f"--layer_decay must be in (0, 1]. Received: --layer_decay={FLAGS.layer_decay}")
     if not (FLAGS.encoder or FLAGS.preset):
@@ -123,20 +100,12 @@ def load_data(config, info, workdir):
 def main(argv):
     import keras
 
-    from keras_mae import callbacks, optimizers
     from keras_mae.optimizers.finetune_optimizer import make_finetune_optimizer
 
     check_flags()
     keras.config.set_dtype_policy(FLAGS.dtype_policy)
-    workdir = FLAGS.workdir
-    if workdir is None:
-        if not (FLAGS.encoder and os.path.isfile(os.path.join(FLAGS.encoder, "run.json"))):
-            raise common.UserError("Pass --workdir (where the fine-tuning's checkpoints and model go).")
-        workdir = os.path.join(FLAGS.encoder, "finetune")
-    if os.path.isfile(os.path.join(workdir, "run.json")):
-        raise common.UserError(f"--workdir {workdir!r} is a pretraining workdir; pass another, e.g. {workdir}/finetune.")
-    common.check_workdir(workdir)
-    common.write_flags(FLAGS, os.path.join(workdir, "flags.txt"), RUN_FLAGS)
+    workdir = downstream.prepare_workdir(FLAGS.workdir, FLAGS.encoder, "finetune",
+                                         "the fine-tuning's checkpoints and model")
 
     pretrained, info, config = pretrained_encoder()
     data = load_data(config, info, workdir)
@@ -148,45 +117,20 @@ def main(argv):
     print(f"Encoder:          {info['source']} ({model.num_layers} blocks, width {model.hidden_dim})")
 
     steps = data["steps"]
-    peak_lr = FLAGS.lr if FLAGS.lr is not None else FLAGS.base_lr * FLAGS.batch_size * FLAGS.accum_steps / 256
-    schedule = optimizers.WarmupCosineDecay(peak_lr, FLAGS.warmup_epochs * steps, FLAGS.epochs * steps, FLAGS.min_lr)
     model.compile(
-        optimizer=make_finetune_optimizer(
-            model, schedule, FLAGS.weight_decay, FLAGS.layer_decay, global_clipnorm=FLAGS.clip_grad,
-            gradient_accumulation_steps=FLAGS.accum_steps if FLAGS.accum_steps > 1 else None,
-        ),
+        optimizer=make_finetune_optimizer(model, recipe.schedule(steps), FLAGS.weight_decay, FLAGS.layer_decay,
+                                          **recipe.accumulation_options()),
         loss=keras.losses.CategoricalCrossentropy(from_logits=True),  # soft (mixed, smoothed) targets
         metrics=[keras.metrics.CategoricalAccuracy(name="top1"),
                  keras.metrics.TopKCategoricalAccuracy(min(5, model.num_classes), name="top5")],
-        jit_compile={"auto": "auto", "true": True, "false": False}[FLAGS.jit_compile],
+        **recipe.compile_options(),
     )
-    checkpoint_dir = os.path.join(workdir, "checkpoints")
-    initial_epoch = callbacks.restore_latest(model, checkpoint_dir)
-    if initial_epoch:
-        print(f"Resuming from epoch {initial_epoch} (step {int(model.optimizer.iterations)}) in {checkpoint_dir}")
-    nan_guard = callbacks.StopOnNonFiniteLoss(checkpoint_dir)
-    if initial_epoch < FLAGS.epochs:
-        common.training_started()
-        model.fit(
-            data["train"], epochs=FLAGS.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
-            validation_data=data["eval"] if FLAGS.eval_every else None, validation_freq=max(FLAGS.eval_every, 1),
-            verbose=FLAGS.verbose, shuffle=False,
-            callbacks=[
-                nan_guard,
-                callbacks.TrainingLog(FLAGS.batch_size, os.path.join(workdir, "log.jsonl"), validation={
-                    "val_split": data["split"].eval_name, "val_images": data["split"].eval.num_examples}),
-                callbacks.EpochCheckpoint(checkpoint_dir, FLAGS.checkpoint_every, FLAGS.keep_checkpoints),
-                keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard"), write_graph=False),
-            ],
-        )
-    if nan_guard.message:
-        raise SystemExit(f"finetune.py: {nan_guard.message}")
-    results = {key: float(value) for key, value in model.evaluate(data["eval"], verbose=0, return_dict=True).items()}
-    from keras_mae.utils.atomic import atomic_path
-
-    with atomic_path(os.path.join(workdir, "classifier.keras")) as tmp:
-        model.save(tmp)
+    initial_epoch = recipe.resume(model, workdir)
     split = data["split"]
+    recipe.fit(model, data["train"], workdir, initial_epoch, steps, data["eval"] if FLAGS.eval_every else None,
+               FLAGS.eval_every, {"val_split": split.eval_name, "val_images": split.eval.num_examples})
+    results = {key: float(value) for key, value in model.evaluate(data["eval"], verbose=0, return_dict=True).items()}
+    recipe.save(model, os.path.join(workdir, "classifier.keras"))
     names = reporting.class_names(split, data["num_classes"])
     reporting.write_classifier_record(workdir, "classifier.keras", split, data["mean"], data["std"], names)
     if FLAGS.report:

@@ -19,59 +19,34 @@ from absl import app, flags
 import common
 import downstream
 import probe_heads
+import recipe
 import reporting
 
 flags.DEFINE_string("encoder", None, downstream.ENCODER_HELP, required=True)
 flags.DEFINE_string("preset", None, "Architecture of an --encoder=*.weights.h5 file.")
 flags.DEFINE_string("workdir", None, "Where checkpoints, logs and results go; defaults to <encoder workdir>/linear_probe.")
-flags.DEFINE_string("dataset", None, "Labelled dataset (as pretrain.py's --dataset); defaults to the pretraining's.")
-flags.DEFINE_string("data_dir", None, "TFDS data_dir.")
-flags.DEFINE_string("train_split", "train", "Split the head is trained on.")
-common.define_split_flags()
+common.define_data_flags()
 flags.DEFINE_enum("pool", "cls", ["cls", "mean"], "Features: the CLS token, or the mean of patch tokens (official --global_pool).")
-flags.DEFINE_integer("epochs", 90, "Training epochs.")
-flags.DEFINE_integer("warmup_epochs", 10, "Linear warm-up epochs.")
-flags.DEFINE_integer("batch_size", 16384, "Images per step (the paper's 16384).")
-flags.DEFINE_float("base_lr", 0.1, "Linear head: LARS learning rate = base_lr * batch_size / 256.")
-flags.DEFINE_float("lr", None, "Absolute peak learning rate; overrides base_lr / mlp_base_lr.")
-flags.DEFINE_float("min_lr", 0.0, "Learning rate at the end of the cosine.")
-flags.DEFINE_float("weight_decay", 0.0, "LARS weight decay (the paper uses none).")
+recipe.define_training_flags(
+    epochs=90, warmup_epochs=10, batch_size=16384, base_lr=0.1, weight_decay=0.0,
+    seed_help="Seed of data order, augmentation, head, held-out split and random-init encoder.",
+    base_lr_help="Linear head: LARS learning rate = base_lr * batch_size / 256.",
+    weight_decay_help="Linear head: LARS weight decay (the paper uses none).")
 flags.DEFINE_boolean("cache_features", False, "Extract the frozen features once (no augmentation) and train on them.")
 flags.DEFINE_boolean("compare_random_init", False, "Also probe a randomly initialised encoder of the same config.")
 flags.DEFINE_integer("features_batch_size", 512, "Images per forward pass when extracting features.")
 flags.DEFINE_integer("eval_every", 0, "Epochs between evaluations during training without --cache_features (0: at the end).")
-flags.DEFINE_integer("steps_per_epoch", None, "Cap steps per epoch (smoke runs).")
-flags.DEFINE_integer("seed", 0, "Seed of data order, augmentation, head and random-init encoder.")
-flags.DEFINE_integer("checkpoint_every", 1, "Epochs between checkpoints.")
-flags.DEFINE_integer("keep_checkpoints", 2, "Complete checkpoints kept.")
 flags.DEFINE_boolean("report", True, "End with the evaluation report of the trained probe (workdir/report/).")
 common.define_report_flags()
-flags.DEFINE_integer("verbose", 2, "Keras progress output: 0 silent, 1 bar, 2 one line per epoch.")
 FLAGS = flags.FLAGS
-
-RUN_FLAGS = ["encoder", "preset", "workdir", "dataset", "data_dir", "eval_dataset", "val_fraction", "train_split", "eval_split", "pool", "epochs",
-             "warmup_epochs", "batch_size", "base_lr", "lr", "min_lr", "weight_decay", "cache_features",
-             "compare_random_init", "features_batch_size", "eval_every", "steps_per_epoch", "seed",
-             "checkpoint_every", "keep_checkpoints", *probe_heads.HEAD_FLAGS, "report", "positive_class", "thresholds",
-             "target_recall"]
-
-
-def check_flags():
-    for name in ("epochs", "batch_size", "features_batch_size", "checkpoint_every", "keep_checkpoints"):
-        if getattr(FLAGS, name) < 1:
-            raise common.UserError(f"--{name} must be at least 1. Received: --{name}={getattr(FLAGS, name)}")
-    if not 0 <= FLAGS.warmup_epochs < FLAGS.epochs:
-        raise common.UserError(f"--warmup_epochs must be in [0, epochs={FLAGS.epochs}). Received: {FLAGS.warmup_epochs}")
 
 
 def probe(encoder, name, workdir, data, key):
     """Trains the --head probe on `encoder` in `workdir`; writes its model, record and report; returns its metrics."""
     import keras
 
-    from keras_mae import callbacks
     from keras_mae.evaluation import predict_probabilities
     from keras_mae.evaluation.predict import softmax
-    from keras_mae.utils.atomic import atomic_path
 
     key = json.dumps({**key, "pool": FLAGS.pool, "split": data["split"].record, "cache_features": FLAGS.cache_features,
                       **{flag: getattr(FLAGS, flag) for flag in probe_heads.HEAD_FLAGS}}, sort_keys=True)
@@ -90,27 +65,12 @@ def probe(encoder, name, workdir, data, key):
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="top1"),
                  keras.metrics.SparseTopKCategoricalAccuracy(k=min(5, data["num_classes"]), name="top5")],
     )
-    checkpoint_dir = os.path.join(workdir, "checkpoints")
-    initial_epoch = callbacks.restore_latest(trained, checkpoint_dir)
-    if initial_epoch:
-        print(f"Resuming {name} from epoch {initial_epoch} in {checkpoint_dir}")
+    initial_epoch = recipe.resume(trained, workdir, name)
     every = 1 if FLAGS.cache_features else FLAGS.eval_every
-    if initial_epoch < FLAGS.epochs:
-        common.training_started()
-        trained.fit(
-            train, epochs=FLAGS.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
-            validation_data=evaluation if every else None, validation_freq=max(every, 1), shuffle=False,
-            verbose=FLAGS.verbose,
-            callbacks=[
-                callbacks.TrainingLog(FLAGS.batch_size, os.path.join(workdir, "log.jsonl"), validation={
-                    "val_split": data["split"].eval_name, "val_images": data["split"].eval.num_examples}),
-                callbacks.EpochCheckpoint(checkpoint_dir, FLAGS.checkpoint_every, FLAGS.keep_checkpoints),
-                keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard"), write_graph=False),
-            ],
-        )
+    recipe.fit(trained, train, workdir, initial_epoch, steps, evaluation if every else None, every,
+               {"val_split": data["split"].eval_name, "val_images": data["split"].eval.num_examples})
     results = trained.evaluate(evaluation, verbose=0, return_dict=True)
-    with atomic_path(os.path.join(workdir, "probe.keras")) as tmp:
-        model.save(tmp)
+    recipe.save(model, os.path.join(workdir, "probe.keras"))
     split, (mean, std) = data["split"], data["statistics"]
     names = reporting.class_names(split, data["num_classes"])
     reporting.write_classifier_record(workdir, "probe.keras", split, mean, std, names)
@@ -129,8 +89,8 @@ def probe(encoder, name, workdir, data, key):
 
 def load_data(encoder, info, workdir):
     from keras_mae import data
-    from keras_mae.evaluation.predict import with_ids as ids_of
     from keras_mae.data.classification import make_classification_dataset
+    from keras_mae.evaluation.predict import with_ids as ids_of
 
     size = encoder.image_size
     dataset, split, (mean, std), steps = downstream.labelled_split(
@@ -157,17 +117,10 @@ def load_data(encoder, info, workdir):
 
 
 def main(argv):
-    check_flags()
+    recipe.check_training_flags("features_batch_size")
     encoder, info = downstream.load_encoder(FLAGS.encoder, FLAGS.preset)
-    workdir = FLAGS.workdir
-    if workdir is None:
-        if not os.path.isfile(os.path.join(FLAGS.encoder, "run.json")):
-            raise common.UserError("Pass --workdir (where the probe's checkpoints and results go).")
-        workdir = os.path.join(FLAGS.encoder, "linear_probe")
-    if os.path.isfile(os.path.join(workdir, "run.json")):
-        raise common.UserError(f"--workdir {workdir!r} is a pretraining workdir; pass another, e.g. {workdir}/linear_probe.")
-    common.check_workdir(workdir)
-    common.write_flags(FLAGS, os.path.join(workdir, "flags.txt"), RUN_FLAGS)
+    workdir = downstream.prepare_workdir(FLAGS.workdir, FLAGS.encoder, "linear_probe",
+                                         "the probe's checkpoints and results")
     print(f"Encoder:          {info['source']} ({encoder.num_layers} blocks, width {encoder.hidden_dim})")
     data = load_data(encoder, info, workdir)
 

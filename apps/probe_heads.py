@@ -6,6 +6,7 @@ import time
 from absl import flags
 
 import common
+import recipe
 
 flags.DEFINE_enum("head", "linear", ["linear", "mlp"], "linear: BatchNorm + Linear trained with LARS (the official "
                   "probe); mlp: BatchNorm + hidden layers + Linear trained with AdamW.")
@@ -45,9 +46,7 @@ def optimizer(steps):
 
     from keras_mae import optimizers
 
-    base_lr = FLAGS.base_lr if FLAGS.head == "linear" else FLAGS.mlp_base_lr
-    peak_lr = FLAGS.lr if FLAGS.lr is not None else base_lr * FLAGS.batch_size / 256
-    schedule = optimizers.WarmupCosineDecay(peak_lr, FLAGS.warmup_epochs * steps, FLAGS.epochs * steps, FLAGS.min_lr)
+    schedule = recipe.schedule(steps, FLAGS.base_lr if FLAGS.head == "linear" else FLAGS.mlp_base_lr)
     if FLAGS.head == "linear":
         return optimizers.LARS(schedule, weight_decay=FLAGS.weight_decay, momentum=0.9, trust_coefficient=1e-3)
     adamw = keras.optimizers.AdamW(schedule, weight_decay=FLAGS.mlp_weight_decay)

@@ -3,7 +3,6 @@ calibration is the textbook ECE, and the files (JSON, markdown, CSV, figures, Te
 
 import csv
 import json
-import os
 
 import numpy as np
 import pytest

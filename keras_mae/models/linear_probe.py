@@ -1,7 +1,6 @@
 """Linear probe: a frozen ViT encoder + BatchNorm + linear head, as facebookresearch/mae `main_linprobe.py`."""
 
 import keras
-import numpy as np
 from keras import ops
 
 from keras_mae.models.vit_encoder import POOLS, ViTEncoder

@@ -1,0 +1,179 @@
+"""The training recipe the apps share: its flags (defined once, defaults per app), the run record, a resumable fit.
+
+Each app defines its flags, calls `define_training_flags` with its own defaults, and trains with `resume` + `fit`:
+resume from the newest complete checkpoint, the callbacks every run has (NaN guard, log.jsonl, checkpoints,
+TensorBoard), and a one-line stop on a non-finite loss.
+"""
+
+import os
+import sys
+
+from absl import flags
+
+import common
+
+FLAGS = flags.FLAGS
+APPS_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def define_training_flags(epochs, warmup_epochs, batch_size, base_lr, weight_decay, min_lr=0.0, keep_checkpoints=2,
+                          verbose=2, accumulation=False, compilation=False, seed_help="Seed of everything random.",
+                          base_lr_help="Learning rate = base_lr * batch_size / 256.",
+                          weight_decay_help="Weight decay."):
+    """The recipe's flags, with the app's defaults.
+
+    Args:
+        epochs, warmup_epochs, batch_size, base_lr, weight_decay, min_lr, keep_checkpoints, verbose: defaults.
+        accumulation: bool. Also --accum_steps and --clip_grad (the optimizer-update flags of pretraining and
+            fine-tuning).
+        compilation: bool. Also --jit_compile and --dtype_policy.
+        seed_help, base_lr_help, weight_decay_help: what these flags mean in this app.
+    """
+    flags.DEFINE_integer("epochs", epochs, "Training epochs.")
+    flags.DEFINE_integer("warmup_epochs", warmup_epochs, "Linear warm-up epochs.")
+    flags.DEFINE_integer("batch_size", batch_size, "Images per step (per optimizer update: batch_size * accum_steps).")
+    flags.DEFINE_float("base_lr", base_lr, base_lr_help)
+    flags.DEFINE_float("lr", None, "Absolute peak learning rate; overrides the base_lr rule.")
+    flags.DEFINE_float("min_lr", min_lr, "Learning rate at the end of the cosine.")
+    flags.DEFINE_float("weight_decay", weight_decay, weight_decay_help)
+    flags.DEFINE_integer("steps_per_epoch", None, "Cap steps per epoch (smoke runs); default one pass.")
+    flags.DEFINE_integer("seed", 0, seed_help)
+    flags.DEFINE_integer("checkpoint_every", 1, "Epochs between checkpoints.")
+    flags.DEFINE_integer("keep_checkpoints", keep_checkpoints, "Complete checkpoints kept.")
+    flags.DEFINE_integer("verbose", verbose, "Keras progress output: 0 silent, 1 bar, 2 one line per epoch.")
+    if accumulation:
+        flags.DEFINE_integer("accum_steps", 1, "Gradient accumulation steps (official accum_iter).")
+        flags.DEFINE_float("clip_grad", None, "Clip the global gradient norm (the official answer to fp16 NaNs).")
+    if compilation:
+        flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"], "XLA / jit compilation of the train step.")
+        flags.DEFINE_string("dtype_policy", "float32", "float32, mixed_bfloat16 or mixed_float16.")
+
+
+def check_training_flags(*counts):
+    """One-line errors for recipe flags out of range; `counts` names more flags that must be >= 1."""
+    names = ["epochs", "batch_size", "checkpoint_every", "keep_checkpoints", *counts]
+    if "accum_steps" in FLAGS:
+        names.append("accum_steps")
+    for name in names:
+        if getattr(FLAGS, name) < 1:
+            raise common.UserError(f"--{name} must be at least 1. Received: --{name}={getattr(FLAGS, name)}")
+    if not 0 <= FLAGS.warmup_epochs <= FLAGS.epochs:
+        raise common.UserError(f"--warmup_epochs must be in [0, epochs={FLAGS.epochs}]. Received: {FLAGS.warmup_epochs}")
+    if "dtype_policy" in FLAGS and FLAGS.dtype_policy not in ("float32", "mixed_bfloat16", "mixed_float16", "bfloat16"):
+        raise common.UserError(f"--dtype_policy must be float32, mixed_bfloat16 or mixed_float16. "
+                               f"Received: {FLAGS.dtype_policy}")
+
+
+def steps_per_epoch(num_examples, dataset, allow_none=False):
+    """Full batches per epoch (capped by --steps_per_epoch); a one-line error when there are too few images.
+
+    Args:
+        num_examples: int or None. Training images (None for a stream of unknown length).
+        dataset: str. Named in the error.
+        allow_none: bool. Return 0 rather than fail when there are too few (the caller has other data).
+    """
+    steps = (num_examples or 0) // FLAGS.batch_size
+    if FLAGS.steps_per_epoch:
+        steps = min(steps, FLAGS.steps_per_epoch) if steps or num_examples is not None else FLAGS.steps_per_epoch
+    if steps < 1 and not allow_none:
+        raise common.UserError(f"{dataset!r} has {num_examples} training images, fewer than "
+                               f"--batch_size={FLAGS.batch_size}; lower --batch_size.")
+    return steps
+
+
+def schedule(steps, base_lr=None):
+    """Warm-up then half-cosine, per step; peak lr = --lr, else base_lr x batch_size x accum_steps / 256."""
+    from keras_mae import optimizers
+
+    accum = FLAGS.accum_steps if "accum_steps" in FLAGS else 1
+    base_lr = FLAGS.base_lr if base_lr is None else base_lr
+    peak_lr = FLAGS.lr if FLAGS.lr is not None else base_lr * FLAGS.batch_size * accum / 256
+    return optimizers.WarmupCosineDecay(peak_lr, FLAGS.warmup_epochs * steps, FLAGS.epochs * steps, FLAGS.min_lr)
+
+
+def compile_options():
+    """`jit_compile` and the optimizer-update arguments of the apps that define them, for `compile` and optimizers."""
+    options = {}
+    if "jit_compile" in FLAGS:
+        options["jit_compile"] = {"auto": "auto", "true": True, "false": False}[FLAGS.jit_compile]
+    return options
+
+
+def accumulation_options():
+    """`gradient_accumulation_steps` and `global_clipnorm` of the optimizer."""
+    return {"gradient_accumulation_steps": FLAGS.accum_steps if FLAGS.accum_steps > 1 else None,
+            "global_clipnorm": FLAGS.clip_grad}
+
+
+def run_flags():
+    """The names of every flag the app and its helper modules in apps/ define: what flags.txt records."""
+    names = []
+    for module, module_flags in FLAGS.flags_by_module_dict().items():
+        path = getattr(sys.modules.get(module), "__file__", None) if module != sys.argv[0] else sys.argv[0]
+        if path and os.path.dirname(os.path.abspath(path)) == APPS_DIR:
+            names += [flag.name for flag in module_flags if flag.name not in names]
+    return [name for name in names if name not in ("flagfile",)]
+
+
+def write_flags(workdir):
+    """workdir/flags.txt: the resolved flags, so `--flagfile=workdir/flags.txt` replays the run."""
+    common.write_flags(FLAGS, os.path.join(workdir, "flags.txt"), run_flags())
+
+
+def resume(model, workdir, name=None):
+    """Restores the newest complete checkpoint of workdir/checkpoints into `model`; returns the epoch to start at."""
+    from keras_mae import callbacks
+
+    checkpoint_dir = os.path.join(workdir, "checkpoints")
+    initial_epoch = callbacks.restore_latest(model, checkpoint_dir)
+    if initial_epoch:
+        what = f"Resuming {name} from epoch {initial_epoch}" if name else f"Resuming from epoch {initial_epoch}"
+        print(f"{what} (step {int(model.optimizer.iterations)}) in {checkpoint_dir}")
+    return initial_epoch
+
+
+def fit(model, train, workdir, initial_epoch, steps, validation=None, validation_freq=1, validation_info=None,
+        monitors=(), summaries=()):
+    """Trains from `initial_epoch` to --epochs with the callbacks every run has; stops in one line on a NaN loss.
+
+    Args:
+        model: compiled Keras model.
+        train: endless dataset of training batches.
+        workdir: str. Receives checkpoints/, log.jsonl and tensorboard/.
+        initial_epoch: int. From `resume`.
+        steps: int. Steps per epoch.
+        validation: dataset or None. Evaluated every `validation_freq` epochs.
+        validation_info: dict or None. What the validation metrics were computed on, for log.jsonl.
+        monitors: callbacks that add metrics to the epoch's logs (before log.jsonl and TensorBoard see them).
+        summaries: callbacks that write their own summaries (after the checkpoint).
+    """
+    import keras
+
+    from keras_mae import callbacks
+
+    checkpoint_dir = os.path.join(workdir, "checkpoints")
+    nan_guard = callbacks.StopOnNonFiniteLoss(checkpoint_dir)
+    common.training_started()
+    if initial_epoch < FLAGS.epochs:
+        model.fit(
+            train, epochs=FLAGS.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
+            validation_data=validation, validation_freq=max(validation_freq, 1), verbose=FLAGS.verbose, shuffle=False,
+            callbacks=[
+                nan_guard,
+                *monitors,
+                callbacks.TrainingLog(FLAGS.batch_size, os.path.join(workdir, "log.jsonl"), validation=validation_info),
+                callbacks.EpochCheckpoint(checkpoint_dir, FLAGS.checkpoint_every, FLAGS.keep_checkpoints),
+                *summaries,
+                keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard"), write_graph=False),
+            ],
+        )
+    if nan_guard.message:
+        raise SystemExit(f"{os.path.basename(sys.argv[0])}: {nan_guard.message}")
+
+
+def save(model, path):
+    """`model.save(path)`, written then renamed: a crash never leaves half a file."""
+    from keras_mae.utils.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        model.save(tmp)
