@@ -1,6 +1,5 @@
 """What the apps share: model flags named as the constructor arguments, user-error handling, run records."""
 
-import json
 import os
 import shutil
 import sys
@@ -175,12 +174,3 @@ def write_flags(FLAGS, path, names):
             lines.append(f"--{name}={value}")
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
-
-
-def read_run(workdir):
-    """The `run.json` a pretraining run wrote: model config and normalisation."""
-    path = os.path.join(workdir, "run.json")
-    if not os.path.isfile(path):
-        raise UserError(f"No run.json in {workdir!r}; pass a workdir written by apps/pretrain.py.")
-    with open(path) as f:
-        return json.load(f)

@@ -21,24 +21,6 @@ def _encoder_of(model):
     return encoder
 
 
-def _from_workdir(workdir, run):
-    import keras
-
-    from keras_mae import MaskedAutoencoder
-    from keras_mae.callbacks import complete_checkpoints
-
-    path = os.path.join(workdir, "encoder.keras")
-    if os.path.isfile(path):
-        return keras.saving.load_model(path, compile=False), path, path
-    checkpoints = complete_checkpoints(os.path.join(workdir, "checkpoints"))
-    if not checkpoints:
-        raise common.UserError(f"{workdir!r} has neither encoder.keras nor a complete checkpoint; pretrain first.")
-    epoch, weights = checkpoints[-1]
-    model = MaskedAutoencoder.from_config(run["model_config"])
-    model.load_weights(weights, skip_mismatch=False)  # optimizer variables in the file are skipped
-    return model.encoder, f"{weights} (epoch {epoch})", weights
-
-
 def load_encoder(spec, preset=None, image_size=None):
     """A pretrained `ViTEncoder` and what is known about its pretraining.
 
@@ -53,17 +35,16 @@ def load_encoder(spec, preset=None, image_size=None):
     """
     import keras
 
-    from keras_mae import ViTEncoder, checkpoints
+    from keras_mae import ViTEncoder, checkpoints, runs
 
     spec = os.path.expanduser(spec)
     if not os.path.exists(spec):
         raise common.UserError(f"--encoder {spec!r} does not exist; pass a pretraining workdir or a model file.")
-    if os.path.isdir(spec) and os.path.isfile(os.path.join(spec, "run.json")):
-        run = common.read_run(spec)
-        encoder, source, path = _from_workdir(spec, run)
-        return _encoder_of(encoder), {"source": source, "modified": os.path.getmtime(path), "mean": run.get("mean"),
-                                       "std": run.get("std"), "dataset": run.get("dataset"),
-                                       "eval_dataset": run.get("eval_dataset"), "workdir": spec}
+    run = runs.run_of(spec)
+    known = {key: run.get(key) for key in ("mean", "std", "dataset", "eval_dataset")}
+    if runs.is_workdir(spec):
+        encoder, source, path = runs.load_pretrained(spec, "encoder")
+        return _encoder_of(encoder), {"source": source, "modified": os.path.getmtime(path), **known, "workdir": spec}
     info = {"source": spec, "modified": os.path.getmtime(spec)}
     if spec.endswith(".weights.h5"):
         if not preset:
@@ -73,11 +54,8 @@ def load_encoder(spec, preset=None, image_size=None):
         return encoder, info
     if spec.endswith(".keras"):
         model = keras.saving.load_model(spec, compile=False)
-        run_json = os.path.join(os.path.dirname(spec), "run.json")
-        if os.path.isfile(run_json):  # a .keras file inside a pretraining workdir
-            run = common.read_run(os.path.dirname(spec))
-            info.update(mean=run.get("mean"), std=run.get("std"), dataset=run.get("dataset"),
-                        eval_dataset=run.get("eval_dataset"), workdir=os.path.dirname(spec))
+        if run:  # a .keras file inside a pretraining workdir
+            info.update(known, workdir=os.path.dirname(os.path.abspath(spec)))
         return _encoder_of(model), info
     model = checkpoints.load_model(spec, image_size=image_size)  # official / timm / HF layouts
     return _encoder_of(model), info
@@ -92,11 +70,13 @@ def prepare_workdir(workdir, encoder, name, what):
         name: str. Subfolder of the encoder workdir used by default ("linear_probe", "finetune").
         what: str. What goes there, for the error.
     """
+    from keras_mae import runs
+
     if workdir is None:
-        if not (encoder and os.path.isfile(os.path.join(encoder, "run.json"))):
+        if not (encoder and runs.is_workdir(encoder)):
             raise common.UserError(f"Pass --workdir (where {what} go).")
         workdir = os.path.join(encoder, name)
-    if os.path.isfile(os.path.join(workdir, "run.json")):
+    if runs.is_workdir(workdir):
         raise common.UserError(f"--workdir {workdir!r} is a pretraining workdir; pass another, e.g. {workdir}/{name}.")
     common.check_workdir(workdir)
     recipe.write_flags(workdir)

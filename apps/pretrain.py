@@ -51,9 +51,8 @@ def main(argv):
     import keras
 
     import keras_mae
-    from keras_mae import callbacks, data, optimizers
+    from keras_mae import callbacks, data, optimizers, runs
     from keras_mae.distribution import setup_distribution
-    from keras_mae.utils.atomic import write_json_atomic
 
     config = common.model_config(FLAGS)
     check_flags()
@@ -83,9 +82,7 @@ def main(argv):
     train = data.make_pretrain_dataset(source, model.image_size, FLAGS.batch_size, seed=FLAGS.seed,
                                        steps_per_epoch=steps, initial_epoch=initial_epoch)
     recipe.write_flags(workdir)
-    run = {"model_config": model.get_config(), "dataset": split.record["dataset"],
-           "eval_dataset": split.record["eval_dataset"], "mean": list(source.mean), "std": list(source.std)}
-    write_json_atomic(os.path.join(workdir, "run.json"), run)
+    runs.write_run(workdir, model, split.record, source.mean, source.std)
 
     # The figure's images: evaluation images (never trained on), one class after another.
     figure_source = data.fixed_subset(split.eval or source, FLAGS.num_reconstructions, FLAGS.seed, balanced=True)
@@ -150,12 +147,9 @@ def knn_monitor(split, model, workdir):
 
 
 def save_final(model, workdir, reconstructions):
-    from keras_mae.utils.atomic import atomic_path
+    from keras_mae import runs
 
-    recipe.save(model, os.path.join(workdir, "model.keras"))
-    recipe.save(model.encoder, os.path.join(workdir, "encoder.keras"))
-    with atomic_path(os.path.join(workdir, "encoder.weights.h5")) as tmp:
-        model.encoder.save_weights(tmp)
+    runs.save_exports(model, workdir)
     print(f"\nModel:            {os.path.join(workdir, 'model.keras')}")
     print(f"Encoder:          {os.path.join(workdir, 'encoder.keras')} (weights: encoder.weights.h5)")
     print(f"Checkpoints:      {os.path.join(workdir, 'checkpoints')}")

@@ -56,15 +56,6 @@ def image_size_flag():
     return (int(size[0]), int(size[-1]))
 
 
-def run_record(checkpoint):
-    """run.json of a pretraining workdir (or beside a .keras file), or {}."""
-    folder = checkpoint if os.path.isdir(checkpoint) else os.path.dirname(checkpoint)
-    if checkpoint.endswith(".keras") or os.path.isfile(os.path.join(folder, "model.keras")):
-        if os.path.isfile(os.path.join(folder, "run.json")):
-            return common.read_run(folder)
-    return {}
-
-
 def load(checkpoint):
     from keras_mae import MaskedAutoencoder, checkpoints
 
@@ -92,13 +83,14 @@ def main(argv):
     import keras
     import numpy as np
 
+    from keras_mae import runs
     from keras_mae.utils.image_files import IMAGENET_MEAN, IMAGENET_STD, check_normalisation, find_images, read_images
     from keras_mae.utils.image_grid import reconstruction_grid, write_png
 
     if FLAGS.batch_size < 1:
         raise common.UserError(f"--batch_size must be at least 1. Received: --batch_size={FLAGS.batch_size}")
     files = find_images(FLAGS.images)
-    run = run_record(FLAGS.checkpoint)
+    run = runs.run_of(FLAGS.checkpoint)
     model = load(FLAGS.checkpoint)
     mean = parse_floats("mean", FLAGS.mean) or run.get("mean") or IMAGENET_MEAN
     std = parse_floats("std", FLAGS.std) or run.get("std") or IMAGENET_STD

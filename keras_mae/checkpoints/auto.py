@@ -26,20 +26,25 @@ def _check_overrides(cls, overrides):
             )
 
 
-def _keras_path(path):
-    if path.endswith(".keras"):
-        return path
-    candidate = os.path.join(path, "model.keras")
-    return candidate if os.path.isdir(path) and os.path.isfile(candidate) else None
-
-
-def _load_keras(path, image_size, overrides):
-    """A `.keras` model; rebuilt with new arguments (weights carried over) when they differ."""
+def _load_ours(path):
+    """A `.keras` file, or the model of a pretraining workdir (final export, else newest checkpoint); else None."""
     import keras
 
+    from keras_mae import runs
+
+    if runs.is_workdir(path):
+        return runs.load_pretrained(path)[0]
+    if os.path.isdir(path) and os.path.isfile(os.path.join(path, runs.MODEL_FILE)):  # a folder holding one
+        path = os.path.join(path, runs.MODEL_FILE)
+    if not path.endswith(".keras"):
+        return None
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Model file {path!r} does not exist; check the path.")
-    model = keras.saving.load_model(path, compile=False)
+    return keras.saving.load_model(path, compile=False)
+
+
+def _with_overrides(model, image_size, overrides):
+    """`model`, rebuilt with new arguments (weights carried over) when they differ."""
     config = model.get_config()
     if image_size is not None:
         overrides["image_size"] = image_shape(image_size)
@@ -60,7 +65,8 @@ def load_model(path_or_state_dict, image_size=None, **overrides):
     `mae_visualize_vit_*.pth` and `*_full.pth` -> `MaskedAutoencoder`,
     `mae_finetuned_vit_*.pth` -> `ViTClassifier`), timm ViT state dicts,
     Hugging Face ViTMAE directories or models, files from `save_official`, and
-    our own `.keras` files (or a pretraining workdir holding `model.keras`).
+    our own `.keras` files and pretraining workdirs (`keras_mae.runs`: the final
+    model, else the newest complete checkpoint of a run still going).
     The config comes from the weights' shapes (heads from the width, see
     `infer_config`), a HF config, or the `.keras` file.
 
@@ -88,9 +94,9 @@ def load_model(path_or_state_dict, image_size=None, **overrides):
     """
     overrides = {key: value for key, value in overrides.items() if value is not None}
     if isinstance(path_or_state_dict, (str, os.PathLike)):
-        keras_path = _keras_path(os.fspath(path_or_state_dict))
-        if keras_path:
-            return _load_keras(keras_path, image_size, overrides)
+        ours = _load_ours(os.fspath(path_or_state_dict))
+        if ours is not None:
+            return _with_overrides(ours, image_size, overrides)
     state_dict, known = read_checkpoint(path_or_state_dict)
     cls = _model_class(checkpoint_kind(state_dict))
     heads = {key: overrides.get(key, known.get(key)) for key in ("num_heads", "decoder_num_heads")}

@@ -43,7 +43,7 @@ def _heads(width, given, flag):
     if width not in STANDARD_NUM_HEADS:
         raise ValueError(
             f"Cannot infer {flag} for width {width} (standard widths: {sorted(STANDARD_NUM_HEADS)}); "
-            f"pass {flag}=... (--{flag} in apps/visualize.py)."
+            f"pass {flag}=... (the apps' --{flag} flag)."
         )
     return STANDARD_NUM_HEADS[width]
 
