@@ -151,19 +151,26 @@ def test_reconstruction_figure_of_the_last_epoch_is_always_drawn(tiny_config, tm
     assert sorted(os.listdir(tmp_path)) == ["epoch_0002.png"]
 
 
-def test_encoder_standalone_and_inside_mae(tiny_config):
-    model = make(tiny_config)
+def test_encoder_is_a_plain_backbone_and_the_mae_masks(tiny_config):
+    model = make(tiny_config, mask_ratio=0.75)
     images = images_for(tiny_config)
     tokens = model.encoder(images)
-    assert tokens.shape == (4, 7, 16)  # CLS + 6 patches, unmasked by default
-    latent, mask, _ = model.encoder(images, masking=True)
-    assert latent.shape == (4, 2, 16) and to_np(mask).sum() == 4 * 5
+    assert tokens.shape == (4, 7, 16)  # CLS + 6 patches: the backbone never masks
+    np.testing.assert_allclose(to_np(model.encoder.encode(model.encoder.embed(images))), to_np(tokens), atol=1e-6)
+    outputs = model(images)
+    assert outputs["latent"].shape == (4, 2, 16) and to_np(outputs["mask"]).sum() == 4 * 5
+    assert model.mask_ratio == 0.75 and "mask_ratio" not in model.encoder.get_config()
+    # The pools, with one meaning each: CLS after the final norm; the official global pool for "mean".
     np.testing.assert_allclose(to_np(model.encoder.features(images, pool="cls")), to_np(tokens)[:, 0], atol=1e-6)
-    np.testing.assert_allclose(to_np(model.encoder.features(images, pool="mean")), to_np(tokens)[:, 1:].mean(1), atol=1e-5)
+    pooled = to_np(model.encoder(images, final_norm=False))[:, 1:].mean(1)
+    expected = (pooled - pooled.mean(-1, keepdims=True)) / np.sqrt(pooled.var(-1, keepdims=True) + 1e-6)
+    np.testing.assert_allclose(to_np(model.encoder.features(images, pool="mean")), expected, atol=1e-4)
     encoder = keras_mae.ViTEncoder(**{k: tiny_config[k] for k in ("image_size", "patch_size", "num_channels")},
-                                   hidden_dim=16, num_layers=1, num_heads=2, mlp_dim=8, pool="mean")
+                                   hidden_dim=16, num_layers=1, num_heads=2, mlp_dim=8)
     assert encoder.features(images).shape == (4, 16)
     assert type(encoder).from_config(encoder.get_config()).get_config() == encoder.get_config()
+    old_config = {**encoder.get_config(), "mask_ratio": 0.5, "pool": "mean", "seed": 1, "encode_mask_tokens": False}
+    assert type(encoder).from_config(old_config).get_config() == encoder.get_config()  # keras_mae 0.1 configs
     with pytest.raises(ValueError, match="pool='max'"):
         encoder.features(images, pool="max")
 

@@ -87,14 +87,8 @@ class LinearProbe(keras.Model):
         return width
 
     def features(self, images):
-        """Frozen features (batch, hidden_dim) of normalised images (see the class docstring)."""
-        if self.pool == "cls":
-            return self.encoder(images, training=False)[:, 0]
-        tokens = self.encoder(images, training=False, final_norm=False)  # [B, 1 + L, D]
-        pooled = ops.mean(tokens[:, 1:], axis=1)  # [B, D]
-        mean = ops.mean(pooled, axis=-1, keepdims=True)
-        var = ops.var(pooled, axis=-1, keepdims=True)
-        return (pooled - mean) / ops.sqrt(var + self.encoder.layer_norm_epsilon)
+        """Frozen features (batch, hidden_dim) of normalised images: `encoder.features(images, pool)`, in inference."""
+        return self.encoder.features(images, pool=self.pool, training=False)
 
     def classify(self, features, training=False):
         """Logits (batch, num_classes) of `features` (batch, hidden_dim): the head alone."""

@@ -3,10 +3,13 @@
 import keras
 from keras import ops
 
-from keras_mae.layers.patching import patchify, unpatchify
+from keras_mae.layers.batch_gather import batch_gather
+from keras_mae.layers.patching import patchify
+from keras_mae.layers.random_masking import RandomMasking
 from keras_mae.models import train_step as steps
 from keras_mae.models.image_size import grid_shape, image_shape
 from keras_mae.models.mae_decoder import MAEDecoder
+from keras_mae.models.reconstruction import reconstruct
 from keras_mae.models.vit_encoder import ViTEncoder
 
 
@@ -101,13 +104,23 @@ class MaskedAutoencoder(keras.Model):
             raise ValueError(f"eval_mask_seed must be an int or None. Received: eval_mask_seed={eval_mask_seed!r}")
         self.eval_mask_seed = eval_mask_seed
 
+        self.encode_mask_tokens = bool(encode_mask_tokens)
+
         # === Layers ===
         self.encoder = ViTEncoder(
             self.image_size, self.patch_size, self.num_channels, hidden_dim, num_layers, num_heads, mlp_dim,
-            mask_ratio=mask_ratio, mask_strategy=mask_strategy, drop_path_rate=drop_path_rate,
-            layer_norm_epsilon=layer_norm_epsilon, seed=seed, encode_mask_tokens=encode_mask_tokens,
-            dtype=self.dtype_policy, name="encoder",
+            drop_path_rate=drop_path_rate, layer_norm_epsilon=layer_norm_epsilon, dtype=self.dtype_policy,
+            name="encoder",
         )
+        self.masking = RandomMasking(
+            mask_ratio, mask_strategy, self.grid_size, seed=seed, dtype=self.dtype_policy, name="masking"
+        )
+        if self.encode_mask_tokens:
+            self.mask_token = self.add_weight(
+                shape=(1, 1, self.encoder.hidden_dim), initializer=keras.initializers.RandomNormal(stddev=0.02),
+                name="mask_token",
+            )
+            object.__setattr__(self.encoder, "_legacy_mask_token", self.mask_token)  # old files kept it there
         self.decoder = MAEDecoder(
             self.grid_size, self.patch_size**2 * self.num_channels, self.decoder_hidden_dim,
             self.decoder_num_layers, self.decoder_num_heads, self.decoder_mlp_dim, layer_norm_epsilon,
@@ -122,16 +135,37 @@ class MaskedAutoencoder(keras.Model):
     num_layers = property(lambda self: self.encoder.num_layers)
     num_heads = property(lambda self: self.encoder.num_heads)
     mlp_dim = property(lambda self: self.encoder.mlp_dim)
-    mask_ratio = property(lambda self: self.encoder.mask_ratio)
-    mask_strategy = property(lambda self: self.encoder.mask_strategy)
     drop_path_rate = property(lambda self: self.encoder.drop_path_rate)
     layer_norm_epsilon = property(lambda self: self.encoder.layer_norm_epsilon)
-    encode_mask_tokens = property(lambda self: self.encoder.encode_mask_tokens)
+    # Masking hyper-parameters live on the masking layer.
+    mask_ratio = property(lambda self: self.masking.mask_ratio)
+    mask_strategy = property(lambda self: self.masking.strategy)
 
     def call(self, images, noise=None, training=False):
-        latent, mask, ids_restore = self.encoder(images, noise=noise, masking=True, training=training)
+        tokens = self.encoder.embed(images)  # [B, L, D]
+        if self.encode_mask_tokens:
+            tokens, mask, ids_restore = self._with_mask_tokens(tokens, noise)  # [B, L, D]
+        else:
+            tokens, mask, ids_restore = self.masking(tokens, noise=noise)  # [B, L_keep, D]
+        latent = self.encoder.encode(tokens, training=training)  # [B, 1 + L_keep, D]
         pred = self.decoder(latent, ids_restore, training=training)
         return {"pred": pred, "mask": mask, "latent": latent, "ids_restore": ids_restore}
+
+    def load_own_variables(self, store):
+        if self.encode_mask_tokens and not len(store.keys()):  # keras_mae 0.1: the encoder held the mask token
+            return
+        super().load_own_variables(store)
+
+    def _with_mask_tokens(self, tokens, noise):
+        """The Table 1c ablation: every token, removed ones replaced by the mask token (+ position), shuffled.
+
+        Shuffled (kept first) so the decoder's unshuffle by `ids_restore` works
+        unchanged, with zero mask tokens of its own to append.
+        """
+        _, mask, ids_restore = self.masking(tokens, noise=noise)
+        filled = ops.cast(self.mask_token, tokens.dtype) + ops.cast(self.encoder.pos_embed[:, 1:], tokens.dtype)
+        tokens = ops.where(mask[..., None] > 0, filled, tokens)
+        return batch_gather(tokens, ops.argsort(ids_restore, axis=1)), mask, ids_restore
 
     def patch_targets(self, images):
         """Per-patch targets (batch, num_patches, patch_dim) in float32, normalised if norm_pix_loss.
@@ -181,7 +215,7 @@ class MaskedAutoencoder(keras.Model):
         if self.eval_mask_seed is None:
             return None
         batch = ops.shape(images)[0]
-        return self.encoder.masking.sample_noise(batch, self.encoder.num_patches, seed=self.eval_mask_seed)
+        return self.masking.sample_noise(batch, self.encoder.num_patches, seed=self.eval_mask_seed)
 
     def train_step(self, *args):
         return steps.train_step(self, *args)
@@ -194,38 +228,8 @@ class MaskedAutoencoder(keras.Model):
         return [self.loss_tracker]
 
     def reconstruct(self, images, noise=None):
-        """Reconstructions in image space, as the official visualisation demo.
-
-        norm_pix predictions are un-normalised with each target patch's own
-        mean and variance.
-
-        Args:
-            images: (batch, height, width, num_channels) normalised images.
-            noise: optional (batch, num_patches) noise fixing the masks.
-
-        Returns:
-            Dict of (batch, height, width, num_channels) tensors, in the
-            images' normalised space: `masked` (removed patches zeroed),
-            `reconstruction` (every patch predicted), `pasted` (visible
-            patches from the input, removed ones predicted), and `mask`
-            (1 on removed pixels).
-        """
-        images = ops.cast(images, "float32")
-        outputs = self(images, noise=noise, training=False)
-        pred = ops.cast(outputs["pred"], "float32")
-        if self.norm_pix_loss:
-            _, mean, var = self.patch_targets(images)
-            pred = pred * ops.sqrt(var + 1e-6) + mean
-        patch_dim = self.patch_size**2 * self.num_channels
-        to_image = lambda x: unpatchify(x, self.patch_size, self.grid_size, self.num_channels)  # noqa: E731
-        reconstruction = to_image(pred)
-        mask = to_image(ops.repeat(outputs["mask"][..., None], patch_dim, axis=-1))
-        return {
-            "masked": images * (1 - mask),
-            "reconstruction": reconstruction,
-            "pasted": images * (1 - mask) + reconstruction * mask,
-            "mask": mask,
-        }
+        """Reconstructions in image space, as the official visualisation demo: see `reconstruction.reconstruct`."""
+        return reconstruct(self, images, noise)
 
     @classmethod
     def from_preset(cls, name, **overrides):
