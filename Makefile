@@ -1,4 +1,5 @@
-# keras_mae: `make pretrain` runs the main job end to end, `make test` the test suite on all three backends.
+# keras_mae: `make pretrain` runs the main job end to end, `make test` the test suite on all three backends
+# (`make test-fast` without the app subprocess runs).
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -9,7 +10,7 @@ BACKEND ?= torch
 WORKDIR ?= runs/fashion_mnist
 SCREENING ?= runs/screening
 
-.PHONY: install data test pretrain screening clean
+.PHONY: install data test test-fast pretrain screening clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
@@ -28,11 +29,18 @@ $(FASHION_MNIST):
 
 data: $(FASHION_MNIST)
 
-test: install data
-	@status=0; for backend in $(BACKENDS); do \
+# pytest once per backend; $(1): extra pytest arguments.
+PER_BACKEND = status=0; for backend in $(BACKENDS); do \
 	  echo "=== KERAS_BACKEND=$$backend"; \
-	  KERAS_BACKEND=$$backend $(PY) -m pytest -q $(PYTEST_ARGS) || status=1; \
+	  KERAS_BACKEND=$$backend $(PY) -m pytest -q $(1) $(PYTEST_ARGS) || status=1; \
 	done; exit $$status
+
+test: install data
+	@$(call PER_BACKEND,)
+
+# The inner loop: everything but the app runs in subprocesses (marked slow).
+test-fast: install data
+	@$(call PER_BACKEND,-m "not slow")
 
 pretrain: install data
 	KERAS_BACKEND=$(BACKEND) $(PY) apps/pretrain.py --flagfile=apps/configs/fashion_mnist.flags --workdir=$(WORKDIR) $(ARGS)

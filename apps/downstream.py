@@ -139,8 +139,10 @@ def metric_scope(split):
 
 def statistics(source, info):
     """Normalisation: the pretraining run's mean/std when known (the encoder saw those), else the data's."""
-    if info.get("mean") and len(info["mean"]) in (1, source.num_channels):
-        return info["mean"], info["std"]
+    from keras_mae.data import fit_normalization
+
+    if info.get("mean") and info.get("std"):
+        return fit_normalization(info["mean"], info["std"], source.num_channels)
     return source.mean, source.std
 
 

@@ -64,14 +64,14 @@ def pretrained_encoder():
 
 
 def build_model(pretrained, config, num_classes):
-    """The ViTClassifier, its encoder initialised from `pretrained` (official-layout copy, by name)."""
+    """The ViTClassifier, its encoder initialised from `pretrained` (weight by weight, by path)."""
     from keras_mae import ViTClassifier
-    from keras_mae.checkpoints import export_official_weights, load_official_weights
+    from keras_mae.utils.copy_weights import copy_weights
 
     model = ViTClassifier(**config, num_classes=num_classes, global_pool=FLAGS.global_pool,
                           drop_path_rate=FLAGS.drop_path_rate)
     if pretrained is not None:
-        load_official_weights(model.encoder, export_official_weights(pretrained))
+        copy_weights(pretrained, model.encoder)
     return model
 
 

@@ -11,9 +11,8 @@ as the official demo. The masks are fixed by --seed, so figures are comparable a
 
 import os
 
-from absl import app, flags
-
 import common
+from absl import app, flags
 
 flags.DEFINE_string(
     "checkpoint", None, "Official/HF/timm checkpoint file or directory, a .keras file or a pretraining workdir.",
@@ -84,7 +83,7 @@ def main(argv):
     import numpy as np
 
     from keras_mae import runs
-    from keras_mae.utils.image_files import IMAGENET_MEAN, IMAGENET_STD, check_normalisation, find_images, read_images
+    from keras_mae.data import find_images, fit_normalization, read_images
     from keras_mae.utils.image_grid import reconstruction_grid, write_png
 
     if FLAGS.batch_size < 1:
@@ -92,11 +91,11 @@ def main(argv):
     files = find_images(FLAGS.images)
     run = runs.run_of(FLAGS.checkpoint)
     model = load(FLAGS.checkpoint)
-    mean = parse_floats("mean", FLAGS.mean) or run.get("mean") or IMAGENET_MEAN
-    std = parse_floats("std", FLAGS.std) or run.get("std") or IMAGENET_STD
-    if model.num_channels == 1 and not (FLAGS.mean or run.get("mean")):
-        mean, std = [float(np.mean(mean))], [float(np.mean(std))]  # grayscale: one ImageNet-like value
-    mean, std = check_normalisation(mean, std, model.num_channels)
+    try:
+        mean, std = fit_normalization(parse_floats("mean", FLAGS.mean) or run.get("mean"),
+                                      parse_floats("std", FLAGS.std) or run.get("std"), model.num_channels)
+    except ValueError as error:
+        raise common.UserError(f"--mean/--std: {error}") from None
     images = read_images(files, model.image_size, model.num_channels, mean, std)
     noise = np.random.default_rng(FLAGS.seed).random((len(files), model.encoder.num_patches)).astype("float32")
 

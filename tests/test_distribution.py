@@ -2,23 +2,21 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import keras
 import pytest
 
 from keras_mae.distribution import setup_distribution
+from tests.run_app import ROOT, run_app
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NATIVE = {"jax": "data_parallel", "tensorflow": "mirrored"}
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(keras.backend.backend() not in NATIVE, reason="no multi-device fit on this backend")
 def test_two_devices_match_one_device():
     name = NATIVE[keras.backend.backend()]
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "distribution_check.py"), name],
-                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    result = run_app(os.path.join(ROOT, "tests", "distribution_check.py"), name, check=False, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["replicas"] == 2

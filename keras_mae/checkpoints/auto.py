@@ -6,8 +6,9 @@ import os
 from keras_mae.checkpoints.loading import (
     checkpoint_kind, fit_position_embeddings, infer_config, model_grid, read_checkpoint,
 )
-from keras_mae.checkpoints.official import export_official_weights, load_official_weights
+from keras_mae.checkpoints.official import load_official_weights
 from keras_mae.models.image_size import grid_shape, image_shape
+from keras_mae.utils.copy_weights import copy_weights
 
 
 def _model_class(kind):
@@ -53,8 +54,9 @@ def _with_overrides(model, image_size, overrides):
     if not changes:
         return model
     rebuilt = type(model).from_config({**config, **changes})
-    weights = fit_position_embeddings(export_official_weights(model), model_grid(rebuilt), model_grid(model))
-    load_official_weights(rebuilt, weights)
+    left = copy_weights(model, rebuilt)
+    if left:
+        raise ValueError(f"Rebuilding {model.name} with {changes} left weights without a value: {', '.join(left)}.")
     return rebuilt
 
 

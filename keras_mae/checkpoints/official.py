@@ -78,22 +78,20 @@ def official_variables(model):
     )
 
 
+# A keras weight's axes in PyTorch's order: Linear (out, in) -> (in, out); Conv2d (out, in, p, p) -> (p, p, in, out).
+KERAS_AXES = {2: (1, 0), 4: (2, 3, 1, 0)}
+
+
 def to_keras_layout(array):
-    """PyTorch layout -> keras: Linear (out, in) -> (in, out); Conv2d (out, in, p, p) -> (p, p, in, out)."""
-    if array.ndim == 2:
-        return array.T
-    if array.ndim == 4:
-        return array.transpose(2, 3, 1, 0)
-    return array
+    """PyTorch layout -> keras (`KERAS_AXES`); other ranks unchanged."""
+    axes = KERAS_AXES.get(array.ndim)
+    return array if axes is None else array.transpose(axes)
 
 
 def to_torch_layout(array):
     """Inverse of `to_keras_layout`."""
-    if array.ndim == 2:
-        return array.T
-    if array.ndim == 4:
-        return array.transpose(3, 2, 0, 1)
-    return array
+    axes = KERAS_AXES.get(array.ndim)
+    return array if axes is None else array.transpose(np.argsort(axes))
 
 
 def as_numpy(value):

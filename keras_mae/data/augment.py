@@ -1,7 +1,7 @@
 """Per-image transforms of MAE pretraining and evaluation, in tf ops for tf.data.
 
 Pretraining (facebookresearch/mae `main_pretrain.py`): RandomResizedCrop(
-scale=(0.2, 1.0), bicubic), RandomHorizontalFlip, Normalize. Evaluation
+scale=(0.2, 1.0), bicubic), RandomHorizontalFlip, then Normalize (`normalization.py`). Evaluation
 (`util/datasets.py`): Resize(size / 0.875, bicubic) on the shorter side,
 CenterCrop(size), Normalize.
 
@@ -18,7 +18,6 @@ with a per-example seed: reproducible and independent of parallelism.
 
 import math
 
-import numpy as np
 import tensorflow as tf
 
 CROP_SCALE = (0.2, 1.0)  # MAE pretraining; torchvision's default is (0.08, 1.0).
@@ -135,27 +134,3 @@ def resize_center_crop(image, size, crop_fraction=EVAL_CROP_FRACTION):
     same = tf.logical_and(tf.equal(shape[0], out_h), tf.equal(shape[1], out_w))
     output = tf.cond(same, lambda: tf.cast(image, tf.float32), resize_and_crop)
     return tf.ensure_shape(output, [out_h, out_w, image.shape[-1]])
-
-
-def normalize(image, mean, std):
-    """Maps [0, 255] pixels to `(x / 255 - mean) / std`, float32, per channel."""
-    mean = tf.constant(mean, tf.float32)
-    std = tf.constant(std, tf.float32)
-    return (tf.cast(image, tf.float32) / 255.0 - mean) / std
-
-
-def denormalize(images, mean, std):
-    """Inverts `normalize` for display.
-
-    Args:
-        images: array-like `[..., C]` (numpy, or any tensor `np.asarray` accepts).
-        mean: sequence of C (or 1) floats.
-        std: sequence of C (or 1) floats.
-
-    Returns:
-        float32 numpy array of the same shape, clipped to [0, 1].
-    """
-    images = np.asarray(images, dtype=np.float32)
-    mean = np.asarray(mean, np.float32)
-    std = np.asarray(std, np.float32)
-    return np.clip(images * std + mean, 0.0, 1.0)

@@ -11,10 +11,8 @@ from typing import Callable, Optional
 import numpy as np
 import tensorflow as tf
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-# An alpha channel has no published statistics: 0.5 / 0.5 maps [0, 1] to [-1, 1].
-ALPHA_MEAN, ALPHA_STD = 0.5, 0.5
+from keras_mae.data.normalization import IMAGENET_MEAN, IMAGENET_STD, fit_normalization
+
 VALID_CHANNELS = (1, 3, 4)
 
 
@@ -62,8 +60,7 @@ class Source:
 
     def __post_init__(self):
         check_num_channels(self.num_channels)
-        self.mean = adapt_stats(self.mean, self.num_channels, ALPHA_MEAN)
-        self.std = adapt_stats(self.std, self.num_channels, ALPHA_STD)
+        self.mean, self.std = fit_normalization(self.mean, self.std, self.num_channels)
         if self.keys is None and self.key_table is not None:
             self.keys = tf.data.Dataset.from_tensor_slices(tuple(self.key_table))
         if self.dataset is None:
@@ -133,31 +130,6 @@ def check_num_channels(num_channels, allow_none=False):
         )
 
 
-def adapt_stats(values, num_channels, alpha_value):
-    """Fits a per-channel mean or std to `num_channels`.
-
-    Grey from RGB takes the channel average (an approximation: the exact grey
-    statistics depend on the data); RGB from grey repeats; alpha gets `alpha_value`.
-
-    Args:
-        values: sequence of 1, 3 or 4 floats.
-        num_channels: int. 1, 3 or 4.
-        alpha_value: float. Value used for a 4th channel that `values` lacks.
-
-    Returns:
-        Tuple of `num_channels` floats.
-    """
-    values = tuple(float(v) for v in np.ravel(values))
-    if len(values) not in VALID_CHANNELS:
-        raise ValueError(f"mean/std must have 1, 3 or 4 values. Received: {values}")
-    if len(values) == num_channels:
-        return values
-    rgb = values[:3] if len(values) >= 3 else values * 3
-    if num_channels == 1:
-        return (sum(rgb) / 3,)
-    return rgb if num_channels == 3 else rgb + (alpha_value,)
-
-
 def convert_channels(image, num_channels):
     """Converts a uint8 `[H, W, C]` tensor with C in (1, 3, 4) to `num_channels`.
 
@@ -191,11 +163,8 @@ def with_channels(source, num_channels):
         return source
     check_num_channels(num_channels)
     convert = lambda image, label: (convert_channels(image, num_channels), label)
-    common = dict(
-        num_channels=num_channels,
-        mean=adapt_stats(source.mean, num_channels, ALPHA_MEAN),
-        std=adapt_stats(source.std, num_channels, ALPHA_STD),
-    )
+    mean, std = fit_normalization(source.mean, source.std, num_channels)
+    common = dict(num_channels=num_channels, mean=mean, std=std)
     if source.keys is not None and source.decode_fn is not None:
         decode_fn = source.decode_fn
         return dataclasses.replace(
@@ -283,6 +252,5 @@ def source_from_arrays(images, labels=None, num_channels=None, name="array", mea
     )
     source = with_channels(source, num_channels)
     if mean is None:  # Grey shown as RGB is normalised as RGB: ImageNet's 3 values, not their mean.
-        source.mean = adapt_stats(IMAGENET_MEAN, source.num_channels, ALPHA_MEAN)
-        source.std = adapt_stats(IMAGENET_STD, source.num_channels, ALPHA_STD)
+        source.mean, source.std = fit_normalization(IMAGENET_MEAN, IMAGENET_STD, source.num_channels)
     return source

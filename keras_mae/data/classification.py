@@ -13,8 +13,8 @@ import math
 import tensorflow as tf
 
 from keras_mae.data import augment as augment_lib
-from keras_mae.data.base import ALPHA_MEAN, ALPHA_STD, adapt_stats
 from keras_mae.data.mix import mix_batch
+from keras_mae.data.normalization import fit_normalization, normalize
 from keras_mae.data.sources import load_source
 
 LINPROBE_CROP_SCALE = (0.08, 1.0)  # torchvision's default, as main_linprobe / timm's transform.
@@ -120,8 +120,7 @@ def make_classification_dataset(spec_or_source, image_size, batch_size, num_chan
         raise ValueError("mixup, cutmix and label smoothing make soft targets: pass num_classes.")
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     channels = source.num_channels
-    mean = source.mean if mean is None else adapt_stats(mean, channels, ALPHA_MEAN)
-    std = source.std if std is None else adapt_stats(std, channels, ALPHA_STD)
+    mean, std = fit_normalization(source.mean if mean is None else mean, source.std if std is None else std, channels)
     augment = make_rand_augment(channels) if rand_augment else None
 
     def transform(example, noise):
@@ -132,7 +131,7 @@ def make_classification_dataset(spec_or_source, image_size, batch_size, num_chan
         image = augment_lib.random_flip(image, flip_seed)
         if augment is not None:
             image = tf.ensure_shape(augment(image), [*size, channels])
-        image = augment_lib.normalize(image, mean, std)
+        image = normalize(image, mean, std)
         if random_erasing_prob > 0:
             image = random_erasing(image, erase_seed, random_erasing_prob)
         return image, label

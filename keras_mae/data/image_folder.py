@@ -24,14 +24,13 @@ from absl import logging
 from PIL import Image
 
 from keras_mae.data.base import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     Source,
     check_num_channels,
     convert_channels,
 )
+from keras_mae.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 FULL_CHECK_LIMIT = 100_000
 _MAX_NAMED = 10  # Unreadable files named in the summary line.
 _CHECKED = {}  # (root, files, full) -> problems; so pretrain + eval check a folder once.

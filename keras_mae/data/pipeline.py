@@ -15,7 +15,7 @@ import tensorflow as tf
 
 # `augment` is also an argument of make_pretrain_dataset.
 from keras_mae.data import augment as augment_lib
-from keras_mae.data.base import ALPHA_MEAN, ALPHA_STD, adapt_stats
+from keras_mae.data.normalization import fit_normalization, normalize
 from keras_mae.data.sources import load_source
 
 
@@ -36,8 +36,7 @@ def _prepare(spec_or_source, image_size, batch_size, num_channels, split, data_d
     size = _image_size(image_size)
     source = load_source(spec_or_source, split, data_dir, num_channels)
     channels = source.num_channels
-    mean = source.mean if mean is None else adapt_stats(mean, channels, ALPHA_MEAN)
-    std = source.std if std is None else adapt_stats(std, channels, ALPHA_STD)
+    mean, std = fit_normalization(source.mean if mean is None else mean, source.std if std is None else std, channels)
     return source, size, mean, std
 
 
@@ -110,7 +109,7 @@ def make_pretrain_dataset(spec_or_source, image_size, batch_size, num_channels=N
         else:
             image = augment_lib.resize_center_crop(image, size)
         # The crop loses the static channel count, which jit-compiled steps need.
-        return tf.ensure_shape(augment_lib.normalize(image, mean, std), shape), label
+        return tf.ensure_shape(normalize(image, mean, std), shape), label
 
     if steps_per_epoch is None:
         if initial_epoch:
@@ -180,7 +179,7 @@ def make_eval_dataset(spec_or_source, image_size, batch_size, num_channels=None,
 
     def transform(image, label):
         image = augment_lib.resize_center_crop(image, size)
-        return augment_lib.normalize(image, mean, std), label
+        return normalize(image, mean, std), label
 
     examples = source.examples().map(transform, num_parallel_calls=tf.data.AUTOTUNE)
     return _batch(examples, batch_size, with_labels, drop_remainder=False)

@@ -10,13 +10,12 @@ import re
 import tensorflow as tf
 
 from keras_mae.data.base import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     Source,
     check_num_channels,
     convert_channels,
 )
 from keras_mae.data.builtin import DATASET_STATS
+from keras_mae.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 
 
 def parse_tfds_name(name, split):

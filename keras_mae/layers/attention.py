@@ -1,7 +1,8 @@
 """Multi-head scaled dot-product attention on a fused qkv projection, in each backend's fastest form."""
 
-import keras
 from keras import ops
+
+from keras_mae.layers.fast_form import uses_fused_attention
 
 
 def attention(qkv, num_heads):
@@ -24,7 +25,7 @@ def attention(qkv, num_heads):
     dim = width // 3
     head_dim = dim // num_heads
     qkv = ops.reshape(qkv, (batch, length, 3, num_heads, head_dim))
-    if keras.backend.backend() == "torch" or not keras.distribution.list_devices()[0].startswith("cpu"):
+    if uses_fused_attention():
         out = ops.dot_product_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], scale=head_dim**-0.5)
         return ops.reshape(out, (batch, length, dim))
     qkv = ops.transpose(qkv, (2, 0, 3, 1, 4))  # [3, B, N, T, H]

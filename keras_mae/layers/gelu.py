@@ -2,8 +2,9 @@
 
 import math
 
-import keras
 from keras import ops
+
+from keras_mae.layers.fast_form import uses_torch_kernels
 
 
 def gelu(x):
@@ -18,6 +19,6 @@ def gelu(x):
     >>> [round(float(v), 4) for v in gelu(np.array([-1.0, 0.0, 1.0], "float32"))]
     [-0.1587, 0.0, 0.8413]
     """
-    if keras.backend.backend() == "torch":
+    if uses_torch_kernels():
         return ops.gelu(x, approximate=False)
     return 0.5 * x * (1.0 + ops.erf(x * (1.0 / math.sqrt(2.0))))

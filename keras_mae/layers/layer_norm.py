@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_mae.layers.fast_form import uses_torch_kernels
+
 
 @keras.saving.register_keras_serializable(package="keras_mae")
 class LayerNorm(keras.layers.LayerNormalization):
@@ -28,10 +30,20 @@ class LayerNorm(keras.layers.LayerNormalization):
         super().__init__(axis=axis, center=center, scale=scale, rms_scaling=rms_scaling, **kwargs)
 
     def call(self, inputs):
-        if keras.backend.backend() == "torch":
+        if uses_torch_kernels():
             return super().call(inputs)
         x = ops.cast(inputs, "float32")
         centered = x - ops.mean(x, axis=-1, keepdims=True)
         variance = ops.mean(ops.square(centered), axis=-1, keepdims=True)
         outputs = centered * ops.rsqrt(variance + self.epsilon) * ops.cast(self.gamma, "float32")
         return ops.cast(outputs + ops.cast(self.beta, "float32"), self.compute_dtype)
+
+
+@keras.saving.register_keras_serializable(package="keras_mae")
+class LayerNormalization(LayerNorm):
+    """`LayerNorm` as the final norm of a `keras.Model` (`ViTEncoder.norm`, `ViTClassifier.fc_norm`).
+
+    Only the class name differs, and it is Keras's on purpose: a `.keras` file stores the layers a
+    model reaches through `model.layers` under their class names (`layers/layer_normalization`), so
+    files saved when these norms were `keras.layers.LayerNormalization` keep loading, both ways.
+    """

@@ -28,7 +28,7 @@ class PatchEmbedding(keras.layers.Layer):
         Tensor (batch, num_patches, hidden_dim), patches in row-major order.
 
     >>> import numpy as np
-    >>> PatchEmbedding(4, 8)(np.zeros((2, 8, 12, 1), "float32")).shape
+    >>> tuple(PatchEmbedding(4, 8)(np.zeros((2, 8, 12, 1), "float32")).shape)
     (2, 6, 8)
     """
 

@@ -28,7 +28,7 @@ def patchify(images, patch_size):
         in row-major grid order.
 
     >>> import numpy as np
-    >>> patchify(np.zeros((2, 8, 12, 3), "float32"), 4).shape
+    >>> tuple(patchify(np.zeros((2, 8, 12, 3), "float32"), 4).shape)
     (2, 6, 48)
     """
     batch, height, width, channels = ops.shape(images)

@@ -47,7 +47,7 @@ class RandomMasking(keras.layers.Layer):
 
     >>> import numpy as np
     >>> visible, mask, ids_restore = RandomMasking(0.75, seed=0)(np.zeros((2, 16, 8), "float32"))
-    >>> visible.shape, mask.shape
+    >>> tuple(visible.shape), tuple(mask.shape)
     ((2, 4, 8), (2, 16))
     """
 

@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_mae.layers.fast_form import uses_torch_kernels
+
 
 @keras.saving.register_keras_serializable(package="keras_mae")
 class TokenDense(keras.layers.Dense):
@@ -21,7 +23,7 @@ class TokenDense(keras.layers.Dense):
     """
 
     def call(self, inputs, training=None):
-        if keras.backend.backend() == "torch":
+        if uses_torch_kernels():
             return super().call(inputs, training=training)
         shape = ops.shape(inputs)
         outputs = super().call(ops.reshape(inputs, (-1, shape[-1])), training=training)

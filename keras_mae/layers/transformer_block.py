@@ -42,7 +42,7 @@ class TransformerBlock(keras.layers.Layer):
         Tensor (batch, length, hidden_dim).
 
     >>> import numpy as np
-    >>> TransformerBlock(8, 2, 16)(np.zeros((1, 5, 8), "float32")).shape
+    >>> tuple(TransformerBlock(8, 2, 16)(np.zeros((1, 5, 8), "float32")).shape)
     (1, 5, 8)
     """
 

@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_mae.layers.batch_gather import batch_gather
+from keras_mae.layers.layer_norm import LayerNorm
 from keras_mae.layers.position_embedding import sincos_position_embedding
 from keras_mae.layers.token_dense import TokenDense
 from keras_mae.layers.transformer_block import TransformerBlock
@@ -70,7 +71,7 @@ class MAEDecoder(keras.layers.Layer):
         ]
         for block in self.decoder_blocks:
             block.build((None, None, width))
-        self.decoder_norm = keras.layers.LayerNormalization(
+        self.decoder_norm = LayerNorm(
             epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy, name="decoder_norm"
         )
         self.decoder_norm.build((None, None, width))

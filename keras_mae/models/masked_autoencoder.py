@@ -8,6 +8,7 @@ from keras_mae.layers.patching import patchify
 from keras_mae.layers.random_masking import RandomMasking
 from keras_mae.models import train_step as steps
 from keras_mae.models.image_size import grid_shape, image_shape
+from keras_mae.models.init_arguments import init_arguments
 from keras_mae.models.mae_decoder import MAEDecoder
 from keras_mae.models.reconstruction import reconstruct
 from keras_mae.models.vit_encoder import ViTEncoder
@@ -57,7 +58,7 @@ class MaskedAutoencoder(keras.Model):
 
     >>> import numpy as np
     >>> model = MaskedAutoencoder.from_preset("mae_vit_tiny_patch4_28", num_layers=1, decoder_num_layers=1)
-    >>> model(np.zeros((2, 28, 28, 1), "float32"))["pred"].shape
+    >>> tuple(model(np.zeros((2, 28, 28, 1), "float32"))["pred"].shape)
     (2, 49, 16)
     """
 
@@ -202,14 +203,6 @@ class MaskedAutoencoder(keras.Model):
         outputs = self(images, noise=noise, training=training)
         return self.reconstruction_loss(images, outputs["pred"], outputs["mask"])
 
-    def stateless_reconstruction_loss(self, trainable_variables, non_trainable_variables, images, training=False,
-                                      noise=None):
-        """`compute_reconstruction_loss` as a pure function of the variables (for jax.grad)."""
-        outputs, non_trainable_variables = self.stateless_call(
-            trainable_variables, non_trainable_variables, images, noise=noise, training=training
-        )
-        return self.reconstruction_loss(images, outputs["pred"], outputs["mask"]), non_trainable_variables
-
     def evaluation_noise(self, images):
         """The masking noise of `test_step`: fixed by `eval_mask_seed` (None: the training stream's)."""
         if self.eval_mask_seed is None:
@@ -239,28 +232,4 @@ class MaskedAutoencoder(keras.Model):
         return cls(**{**preset_config(name), **overrides})
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "image_size": self.image_size,
-                "patch_size": self.patch_size,
-                "num_channels": self.num_channels,
-                "hidden_dim": self.hidden_dim,
-                "num_layers": self.num_layers,
-                "num_heads": self.num_heads,
-                "mlp_dim": self.mlp_dim,
-                "decoder_hidden_dim": self.decoder_hidden_dim,
-                "decoder_num_layers": self.decoder_num_layers,
-                "decoder_num_heads": self.decoder_num_heads,
-                "decoder_mlp_dim": self.decoder_mlp_dim,
-                "mask_ratio": self.mask_ratio,
-                "norm_pix_loss": self.norm_pix_loss,
-                "mask_strategy": self.mask_strategy,
-                "drop_path_rate": self.drop_path_rate,
-                "layer_norm_epsilon": self.layer_norm_epsilon,
-                "seed": self.seed,
-                "encode_mask_tokens": self.encode_mask_tokens,
-                "eval_mask_seed": self.eval_mask_seed,
-            }
-        )
-        return config
+        return {**super().get_config(), **init_arguments(self)}

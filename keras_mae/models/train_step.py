@@ -1,105 +1,155 @@
-"""The MAE train and test steps, one per backend: the only backend-specific code of the model.
+"""The MAE train and test steps, written once for the three backends.
 
-Each computes `model.compute_reconstruction_loss(images)` (labels, when given,
-are ignored), differentiates it with the backend's own machinery and applies
-the optimizer. Loss scaling goes through `optimizer.scale_loss` (a
-`LossScaleOptimizer` under mixed_float16 unscales in `apply`); under
-tf.distribute the loss is divided by the replica count before the gradient,
-since replicas' gradients are summed.
+A step reads top to bottom: the reconstruction loss (labels, when given, are
+ignored), its gradients, the optimizer update, the loss metric. The loss is
+scaled through `optimizer.scale_loss` (a `LossScaleOptimizer` under
+mixed_float16 unscales in `apply`) and, under tf.distribute, divided by the
+replica count, since replicas' gradients are summed.
+
+What differs by backend is only how gradients are computed (`_GRADIENTS`:
+tf.GradientTape, torch autograd, jax.grad, one small function each) and where
+the variables live during the step (`_StepState`): on JAX the trainer passes
+their values in and takes the new ones back, so the step runs in a
+`keras.StatelessScope` over them; on torch the update runs under `no_grad`.
 """
 
+import contextlib
+
 import keras
+from keras import ops
 from keras.utils import unpack_x_y_sample_weight
 
 
-def _images(data):
-    images, _, _ = unpack_x_y_sample_weight(data)
-    return images
-
-
-def _tf_train_step(model, data):
-    import tensorflow as tf
-
-    images = _images(data)
-    replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    with tf.GradientTape() as tape:
-        loss = model.compute_reconstruction_loss(images, training=True)
-        scaled = model.optimizer.scale_loss(loss / replicas)
-    variables = model.trainable_variables
-    model.optimizer.apply(tape.gradient(scaled, variables), variables)
-    model.loss_tracker.update_state(loss)
-    return {"loss": model.loss_tracker.result()}
-
-
-def _stateful_test_step(model, data):
-    images = _images(data)
-    loss = model.compute_reconstruction_loss(images, training=False, noise=model.evaluation_noise(images))
-    model.loss_tracker.update_state(loss)
-    return {"loss": model.loss_tracker.result()}
-
-
-def _jax_train_step(model, state, data):
-    import jax
-
-    trainable, non_trainable, optimizer_vars, metrics_vars = state
-    images = _images(data)
-
-    def loss_fn(trainable, non_trainable):
-        loss, non_trainable = model.stateless_reconstruction_loss(trainable, non_trainable, images, training=True)
-        mapping = list(zip(model.optimizer.variables, optimizer_vars))
-        with keras.StatelessScope(state_mapping=mapping):  # reads the current loss scale
-            scaled = model.optimizer.scale_loss(loss)
-        return scaled, (loss, non_trainable)
-
-    (_, (loss, non_trainable)), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable, non_trainable)
-    trainable, optimizer_vars = model.optimizer.stateless_apply(optimizer_vars, grads, trainable)
-    metrics_vars = model.loss_tracker.stateless_update_state(metrics_vars, loss)
-    logs = {"loss": model.loss_tracker.stateless_result(metrics_vars)}
-    return logs, (trainable, non_trainable, optimizer_vars, metrics_vars)
-
-
-def _jax_test_step(model, state, data):
-    trainable, non_trainable, metrics_vars = state
-    images = _images(data)
-    loss, non_trainable = model.stateless_reconstruction_loss(trainable, non_trainable, images, training=False,
-                                                              noise=model.evaluation_noise(images))
-    metrics_vars = model.loss_tracker.stateless_update_state(metrics_vars, loss)
-    logs = {"loss": model.loss_tracker.stateless_result(metrics_vars)}
-    return logs, (trainable, non_trainable, metrics_vars)
-
-
-def _torch_train_step(model, data):
-    import torch
-
-    model.zero_grad()
-    loss = model.compute_reconstruction_loss(_images(data), training=True)
-    model.optimizer.scale_loss(loss).backward()
-    variables = model.trainable_variables
-    with torch.no_grad():
-        model.optimizer.apply([v.value.grad for v in variables], variables)
-    model.loss_tracker.update_state(loss.detach())
-    return {"loss": model.loss_tracker.result()}
-
-
-_STEPS = {
-    "tensorflow": (_tf_train_step, _stateful_test_step),
-    "jax": (_jax_train_step, _jax_test_step),
-    "torch": (_torch_train_step, _stateful_test_step),
-}
-
-
 def train_step(model, *args):
-    """Runs the current backend's train step: `(data)`, or `(state, data)` on JAX."""
-    return _STEPS[_backend()][0](model, *args)
+    """`fit`'s step: `(data)`, or `(state, data)` on JAX, which also gets the new state back."""
+    state, data = _state_and_data(args)
+    images, _, _ = unpack_x_y_sample_weight(data)
+    variables = model.trainable_variables
+    with _StepState(model, state, training=True) as step:
+
+        def scaled_loss():
+            loss = model.compute_reconstruction_loss(images, training=True)
+            return model.optimizer.scale_loss(loss / _replicas()), loss
+
+        grads, loss = _GRADIENTS[_backend()](scaled_loss, variables, step)
+        step.apply(model.optimizer, grads, variables)
+        model.loss_tracker.update_state(ops.stop_gradient(loss))
+        logs = {"loss": model.loss_tracker.result()}
+    return step.returned(logs)
 
 
 def test_step(model, *args):
-    """Runs the current backend's test step: `(data)`, or `(state, data)` on JAX."""
-    return _STEPS[_backend()][1](model, *args)
+    """`evaluate`'s step: the loss on the model's fixed evaluation masks (`eval_mask_seed`)."""
+    state, data = _state_and_data(args)
+    images, _, _ = unpack_x_y_sample_weight(data)
+    with _StepState(model, state, training=False) as step:
+        loss = model.compute_reconstruction_loss(images, training=False, noise=model.evaluation_noise(images))
+        model.loss_tracker.update_state(loss)
+        logs = {"loss": model.loss_tracker.result()}
+    return step.returned(logs)
+
+
+def _tf_gradients(loss_fn, variables, step):
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        scaled, loss = loss_fn()
+    return tape.gradient(scaled, variables), loss
+
+
+def _torch_gradients(loss_fn, variables, step):
+    import torch
+
+    for variable in variables:
+        variable.value.grad = None
+    with torch.enable_grad():
+        scaled, loss = loss_fn()
+        scaled.backward()
+    return [variable.value.grad for variable in variables], loss
+
+
+def _jax_gradients(loss_fn, variables, step):
+    import jax
+
+    def pure(values):
+        with step.bound(zip(variables, values)) as scope:
+            scaled, loss = loss_fn()
+        return scaled, (loss, [scope.get_current_value(v) for v in step.non_trainable])
+
+    (_, (loss, non_trainable)), grads = jax.value_and_grad(pure, has_aux=True)([v.value for v in variables])
+    for variable, value in zip(step.non_trainable, non_trainable):
+        variable.assign(value)  # random-masking seed states: recorded in the step's scope
+    return grads, loss
+
+
+_GRADIENTS = {"tensorflow": _tf_gradients, "jax": _jax_gradients, "torch": _torch_gradients}
+
+
+class _StepState:
+    """Where the variables live during a step: in place, or (JAX) as values in a `keras.StatelessScope`."""
+
+    def __init__(self, model, state, training):
+        self.state = state
+        self.non_trainable = model.non_trainable_variables
+        self.groups = [model.trainable_variables, self.non_trainable]
+        self.groups += [model.optimizer.variables] if training else []
+        self.groups += [model.metrics_variables]
+        self.mapping = {}
+        if state is not None:
+            self.mapping = {id(v): (v, x) for vs, xs in zip(self.groups, state) for v, x in zip(vs, xs)}
+        self._context = contextlib.ExitStack()
+
+    def bound(self, overrides):
+        """A StatelessScope over the step's current values (JAX), with `overrides` (variable, value) on top."""
+        current = [(v, self._scope.get_current_value(v)) for v, _ in self.mapping.values()]
+        return keras.StatelessScope(state_mapping=[*current, *overrides])
+
+    def __enter__(self):
+        self._scope = None
+        if self.state is not None:
+            self._scope = self._context.enter_context(
+                keras.StatelessScope(state_mapping=list(self.mapping.values())))
+        elif _backend() == "torch":
+            import torch
+
+            self._context.enter_context(torch.no_grad())
+        return self
+
+    def __exit__(self, *exc):
+        return self._context.__exit__(*exc)
+
+    def apply(self, optimizer, grads, variables):
+        if self.state is None:
+            optimizer.apply(grads, variables)
+            return
+        # On JAX the optimizer's stateless form: a LossScaleOptimizer branches on finite gradients with
+        # ops.cond, which cannot update variables in place under jit.
+        values, optimizer_values = optimizer.stateless_apply(
+            [v.value for v in optimizer.variables], grads, [v.value for v in variables])
+        for variable, value in zip([*variables, *optimizer.variables], [*values, *optimizer_values]):
+            variable.assign(value)
+
+    def returned(self, logs):
+        """The step's return value: the logs, and on JAX the new values of every group of variables."""
+        if self.state is None:
+            return logs
+        return logs, tuple([self._scope.get_current_value(v) for v in group] for group in self.groups)
+
+
+def _state_and_data(args):
+    return (args[0], args[1]) if len(args) == 2 else (None, args[0])
+
+
+def _replicas():
+    if _backend() != "tensorflow":
+        return 1
+    import tensorflow as tf
+
+    return tf.distribute.get_strategy().num_replicas_in_sync
 
 
 def _backend():
     name = keras.backend.backend()
-    if name not in _STEPS:
+    if name not in _GRADIENTS:
         raise ValueError(f"keras_mae trains on the tensorflow, jax and torch backends; KERAS_BACKEND is {name!r}.")
     return name

@@ -5,6 +5,8 @@ import re
 import keras
 from keras import ops
 
+from keras_mae.layers.layer_norm import LayerNormalization
+from keras_mae.models.init_arguments import init_arguments
 from keras_mae.models.vit_encoder import ViTEncoder
 
 # Official `lr_decay.get_layer_id_for_vit`: stem -> 0, block i -> i + 1, rest -> num_layers + 1.
@@ -83,7 +85,7 @@ class ViTClassifier(keras.Model):
         self.fc_norm = None
         if self.global_pool:
             self.encoder.norm.trainable = False  # unused, as the official model's norm is deleted
-            self.fc_norm = keras.layers.LayerNormalization(
+            self.fc_norm = LayerNormalization(
                 epsilon=self.encoder.layer_norm_epsilon, dtype=self.dtype_policy, name="fc_norm"
             )
             self.fc_norm.build(token_shape)
@@ -145,20 +147,4 @@ class ViTClassifier(keras.Model):
         return cls(**{**encoder_config(name), **overrides})
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "image_size": self.image_size,
-                "patch_size": self.patch_size,
-                "num_channels": self.num_channels,
-                "hidden_dim": self.hidden_dim,
-                "num_layers": self.num_layers,
-                "num_heads": self.num_heads,
-                "mlp_dim": self.mlp_dim,
-                "num_classes": self.num_classes,
-                "global_pool": self.global_pool,
-                "drop_path_rate": self.drop_path_rate,
-                "layer_norm_epsilon": self.layer_norm_epsilon,
-            }
-        )
-        return config
+        return {**super().get_config(), **init_arguments(self)}

@@ -4,10 +4,12 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_mae.layers.layer_norm import LayerNormalization
 from keras_mae.layers.patch_embedding import PatchEmbedding
 from keras_mae.layers.position_embedding import sincos_position_embedding
 from keras_mae.layers.transformer_block import TransformerBlock
 from keras_mae.models.image_size import grid_shape, image_shape
+from keras_mae.models.init_arguments import init_arguments
 
 POOLS = ("cls", "mean")
 
@@ -45,7 +47,7 @@ class ViTEncoder(keras.Model):
 
     >>> import numpy as np
     >>> encoder = ViTEncoder(8, 4, 1, hidden_dim=16, num_layers=1, num_heads=2, mlp_dim=32)
-    >>> encoder(np.zeros((2, 8, 8, 1), "float32")).shape
+    >>> tuple(encoder(np.zeros((2, 8, 8, 1), "float32")).shape)
     (2, 5, 16)
     """
 
@@ -87,7 +89,7 @@ class ViTEncoder(keras.Model):
             )
             for i, rate in enumerate(rates)
         ]
-        self.norm = keras.layers.LayerNormalization(epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy, name="norm")
+        self.norm = LayerNormalization(epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy, name="norm")
         self.build((None,) + self.image_size + (self.num_channels,))
 
     def build(self, input_shape):
@@ -165,18 +167,4 @@ class ViTEncoder(keras.Model):
         return cls(**{**encoder_config(name), **overrides})
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "image_size": self.image_size,
-                "patch_size": self.patch_size,
-                "num_channels": self.num_channels,
-                "hidden_dim": self.hidden_dim,
-                "num_layers": self.num_layers,
-                "num_heads": self.num_heads,
-                "mlp_dim": self.mlp_dim,
-                "drop_path_rate": self.drop_path_rate,
-                "layer_norm_epsilon": self.layer_norm_epsilon,
-            }
-        )
-        return config
+        return {**super().get_config(), **init_arguments(self)}

@@ -2,11 +2,7 @@
 
 import numpy as np
 
-
-def to_display(images, mean, std):
-    """Normalised float images -> uint8 display pixels, 1-channel kept as grayscale."""
-    images = np.asarray(images, "float32") * np.asarray(std, "float32") + np.asarray(mean, "float32")
-    return (np.clip(images, 0.0, 1.0) * 255.0 + 0.5).astype("uint8")
+from keras_mae.data.normalization import to_uint8
 
 
 def reconstruction_grid(images, reconstruction, mean, std, gap=2):
@@ -22,7 +18,7 @@ def reconstruction_grid(images, reconstruction, mean, std, gap=2):
         uint8 array (rows, cols, c); RGBA is shown as RGB.
     """
     panels = [images, reconstruction["masked"], reconstruction["reconstruction"], reconstruction["pasted"]]
-    panels = [to_display(p, mean, std) for p in panels]
+    panels = [to_uint8(p, mean, std) for p in panels]
     # Removed patches show grey in the masked panel, as in the paper's figures.
     mask = np.asarray(reconstruction["mask"]) > 0.5
     panels[1] = np.where(mask, np.uint8(128), panels[1])

@@ -9,7 +9,6 @@ import pytest
 from PIL import Image
 
 from keras_mae import data
-from keras_mae.data import splits
 
 
 def _save(path, value=0):
@@ -170,9 +169,3 @@ def test_fixed_subset_is_fixed_and_balanced_spreads_over_classes(tmp_path):
     plain = data.fixed_subset(source, 10, seed=0)
     assert plain.num_examples == 10 and len(set(plain.files)) == 10
     assert data.fixed_subset(source, 100) is source
-
-
-def test_docstring_examples():
-    import doctest
-
-    assert doctest.testmod(splits).failed == 0

@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -14,8 +12,8 @@ from keras_mae import ViTClassifier
 from keras_mae.data.classification import make_classification_dataset, random_erasing
 from keras_mae.data.mix import mix_batch, smooth_one_hot
 from keras_mae.optimizers.finetune_optimizer import make_finetune_optimizer
+from tests.run_app import run_app
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_LAYERS = 3
 
 
@@ -111,20 +109,18 @@ def test_training_batches_have_soft_targets_and_are_reproducible():
     np.testing.assert_array_equal(images.numpy(), again.numpy())
 
 
-def run_app(script, *args, verbose=0):
-    command = [sys.executable, os.path.join(ROOT, "apps", script), *args, f"--verbose={verbose}"]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=400)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
+def run_quiet(script, *args, verbose=0):
+    return run_app(script, *args, f"--verbose={verbose}").stdout
 
 
+@pytest.mark.slow
 def test_pretrain_with_knn_then_finetune(tmp_path):
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 3, 48)
     images = np.clip(rng.normal(size=(48, 16, 16)) * 20 + 60 + labels[:, None, None] * 60, 0, 255).astype("uint8")
     np.savez(tmp_path / "data.npz", x=images, y=labels)
     pretrain_dir = tmp_path / "pretrain"
-    stdout = run_app(
+    stdout = run_quiet(
         "pretrain.py", f"--dataset={tmp_path / 'data.npz'}", f"--workdir={pretrain_dir}", "--image_size=16",
         "--patch_size=4", "--hidden_dim=16", "--num_layers=1", "--num_heads=2", "--mlp_dim=32",
         "--decoder_hidden_dim=16", "--decoder_num_layers=1", "--decoder_num_heads=2", "--decoder_mlp_dim=32",
@@ -134,7 +130,7 @@ def test_pretrain_with_knn_then_finetune(tmp_path):
     assert os.listdir(pretrain_dir / "tensorboard" / "knn")  # the scalar's event file
 
     finetune_dir = tmp_path / "finetune"
-    stdout = run_app("finetune.py", f"--encoder={pretrain_dir}", f"--workdir={finetune_dir}", "--epochs=2",
+    stdout = run_quiet("finetune.py", f"--encoder={pretrain_dir}", f"--workdir={finetune_dir}", "--epochs=2",
                      "--warmup_epochs=1", "--batch_size=16", "--steps_per_epoch=2", "--eval_batch_size=48", "--eval_every=0")
     # The pretraining held out 5 of the 48 images (10%, stratified); fine-tuning reuses that split.
     assert "Fine-tune top-1 on" in stdout and "held-out val (5 images)" in stdout

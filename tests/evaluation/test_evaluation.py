@@ -9,8 +9,6 @@ import pytest
 from sklearn import metrics
 
 from keras_mae import evaluation
-from keras_mae.evaluation import markdown
-from keras_mae.evaluation import metrics as report_metrics
 
 
 def predictions(num_images, num_classes, seed=0, skill=2.0):
@@ -130,10 +128,3 @@ def test_write_report_files_and_tensorboard(tmp_path):
     events.Reload()
     tags = set(events.Tags()["tensors"])
     assert {"report/held-out_val/roc", "report/held-out_val/accuracy", "report/held-out_val/ece"} <= tags
-
-
-def test_docstring_examples():
-    import doctest
-
-    for module in (report_metrics, markdown):
-        assert doctest.testmod(module).failed == 0

@@ -2,7 +2,6 @@
 
 import json
 import os
-import subprocess
 import sys
 
 import keras
@@ -13,8 +12,8 @@ import tensorflow as tf
 from keras_mae import MaskedAutoencoder, ViTEncoder
 from keras_mae.models.linear_probe import LinearProbe
 from keras_mae.optimizers import LARS
+from tests.run_app import APPS, run_app
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENCODER = dict(image_size=16, patch_size=4, num_channels=1, hidden_dim=16, num_layers=1, num_heads=2, mlp_dim=32)
 DECODER = dict(decoder_hidden_dim=16, decoder_num_layers=1, decoder_num_heads=2, decoder_mlp_dim=32)
 
@@ -118,8 +117,9 @@ def pretraining_workdir(path, with_encoder_keras=True):
 
 
 def test_load_encoder_from_every_source(tmp_path):
-    sys.path.insert(0, os.path.join(ROOT, "apps"))
+    sys.path.insert(0, APPS)
     import downstream
+
     from keras_mae.callbacks import EpochCheckpoint
 
     model, workdir = pretraining_workdir(tmp_path)
@@ -153,14 +153,13 @@ def test_load_encoder_from_every_source(tmp_path):
     np.testing.assert_array_equal(numpy(encoder.cls_token), numpy(preset_encoder.cls_token))
 
 
+@pytest.mark.slow
 def test_app_cached_features_with_random_init_comparison(tmp_path):
     _, workdir = pretraining_workdir(tmp_path)
     probe_dir = tmp_path / "probe"
-    command = [sys.executable, os.path.join(ROOT, "apps", "linear_probe.py"), f"--encoder={workdir}",
-               f"--workdir={probe_dir}", "--cache_features", "--compare_random_init", "--epochs=3",
-               "--warmup_epochs=1", "--batch_size=16", "--verbose=0"]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    args = [f"--encoder={workdir}", f"--workdir={probe_dir}", "--cache_features", "--compare_random_init",
+            "--epochs=3", "--warmup_epochs=1", "--batch_size=16", "--verbose=0"]
+    result = run_app("linear_probe.py", *args)
     # 64 labelled images and no evaluation split of their own: 10% held out, stratified, never trained on.
     assert "Linear probe top-1 on" in result.stdout and "held-out val (7 images)" in result.stdout
     assert "| random init" in result.stdout
@@ -178,21 +177,8 @@ def test_app_cached_features_with_random_init_comparison(tmp_path):
     # Rerun after the encoder changed: the pretrained probe starts afresh, the random-init one resumes.
     stamp = os.path.getmtime(workdir / "encoder.keras") + 10
     os.utime(workdir / "encoder.keras", (stamp, stamp))
-    rerun = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    rerun = run_app("linear_probe.py", *args)
     assert "starting afresh" in rerun.stdout and "Resuming random_probe from epoch 3" in rerun.stdout
     # A user error is one line and exit code 2.
-    bad = subprocess.run([*command[:2], f"--encoder={tmp_path / 'missing'}", f"--workdir={probe_dir}"],
-                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    bad = run_app("linear_probe.py", f"--encoder={tmp_path / 'missing'}", f"--workdir={probe_dir}", check=False)
     assert bad.returncode == 2 and "does not exist" in bad.stderr and "Traceback" not in bad.stderr
-
-
-def test_docstring_examples():
-    import doctest
-
-    from keras_mae.data import mix
-    from keras_mae.models import linear_probe
-    from keras_mae.optimizers import finetune_optimizer
-
-    for module in (linear_probe, mix, finetune_optimizer):
-        assert doctest.testmod(module).failed == 0, module.__name__

@@ -1,6 +1,5 @@
 """ViTClassifier: config round trip, save/load, official layer ids, encoder transfer from a pretrained MAE."""
 
-import doctest
 
 import keras
 import numpy as np
@@ -9,8 +8,6 @@ from keras import ops
 
 import keras_mae
 from keras_mae import checkpoints as ck
-from keras_mae.checkpoints import auto, pos_embed
-from keras_mae.models import vit_classifier
 from keras_mae.optimizers import layer_decay_multipliers
 
 ENCODER = dict(image_size=(8, 12), patch_size=4, num_channels=3, hidden_dim=16, num_layers=2, num_heads=2, mlp_dim=32)
@@ -74,8 +71,3 @@ def test_pretrained_encoder_transfers(tiny_config, rng):
 def test_bad_arguments():
     with pytest.raises(ValueError, match="num_classes must be >= 0"):
         keras_mae.ViTClassifier(**ENCODER, num_classes=-1)
-
-
-def test_docstring_examples():
-    for module in (vit_classifier, pos_embed, auto):
-        assert doctest.testmod(module).failed == 0

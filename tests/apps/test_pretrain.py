@@ -4,26 +4,18 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FASHION_MNIST = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
+from tests.run_app import APPS, FASHION_MNIST, ROOT, app_command, run, run_app
+
 needs_data = pytest.mark.skipif(not os.path.exists(FASHION_MNIST), reason="apt-get install dataset-fashion-mnist")
 
 
 def pretrain_command(workdir, *args):
-    return [sys.executable, os.path.join(ROOT, "apps", "pretrain.py"),
-            f"--flagfile={os.path.join(ROOT, 'apps', 'configs', 'smoke.flags')}", f"--workdir={workdir}", *args]
-
-
-def run(command, check=True):
-    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
-    if check and result.returncode:
-        raise AssertionError(f"exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return result
+    return app_command("pretrain.py", f"--flagfile={os.path.join(APPS, 'configs', 'smoke.flags')}",
+                       f"--workdir={workdir}", *args)
 
 
 def read_log(workdir):
@@ -45,6 +37,7 @@ def tensorboard_images(log_dir):
     return images
 
 
+@pytest.mark.slow
 @needs_data
 def test_smoke_flagfile_runs_end_to_end(tmp_path):
     workdir = str(tmp_path / "run")
@@ -67,12 +60,12 @@ def test_smoke_flagfile_runs_end_to_end(tmp_path):
     height, width = tf.io.decode_png(png).shape[:2]
     assert (height, width) == (3 * (2 * 30 - 2), 3 * (4 * 30 - 2))
     # flags.txt replays the run: the same command from it finds the finished run and does no training.
-    replay = run([sys.executable, os.path.join(ROOT, "apps", "pretrain.py"),
-                  f"--flagfile={os.path.join(workdir, 'flags.txt')}"])
+    replay = run_app("pretrain.py", f"--flagfile={os.path.join(workdir, 'flags.txt')}")
     assert "Resuming from epoch 1" in replay.stdout
     assert len(read_log(workdir)) == 1
 
 
+@pytest.mark.slow
 @needs_data
 def test_killed_run_resumes_at_next_epoch_with_same_learning_rate(tmp_path):
     args = ("--epochs=3", "--warmup_epochs=1", "--steps_per_epoch=6", "--lr=1e-3", "--verbose=0")
@@ -101,6 +94,7 @@ def test_killed_run_resumes_at_next_epoch_with_same_learning_rate(tmp_path):
         assert record["learning_rate"] == pytest.approx(expected[record["epoch"]]["learning_rate"], rel=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flag, message", [
     ("--preset=mae_vit_gigantic", "Unknown preset 'mae_vit_gigantic'"),
     ("--mask_ratio=1.2", "mask_ratio=1.2"),

@@ -4,8 +4,6 @@ random-init comparison, the report of held-out images, and a classifier in the o
 import csv
 import json
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -13,17 +11,9 @@ import pytest
 from PIL import Image
 
 from keras_mae import MaskedAutoencoder, ViTClassifier
+from tests.run_app import run_app
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENCODER = dict(image_size=16, patch_size=4, num_channels=1, hidden_dim=16, num_layers=1, num_heads=2, mlp_dim=32)
-
-
-def run_app(script, *args, check=True):
-    command = [sys.executable, os.path.join(ROOT, "apps", script), *args]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=400)
-    if check:
-        assert result.returncode == 0, result.stderr[-3000:]
-    return result
 
 
 def imagenet_folder(root, per_class=(12, 4)):
@@ -59,6 +49,7 @@ def probed(tmp_path_factory):
     return tmp, folder, probe_dir, result.stdout
 
 
+@pytest.mark.slow
 def test_probe_reports_on_the_held_out_val_folder(probed):
     tmp, folder, probe_dir, stdout = probed
     assert "Data:             train 24 images, val 8 images (val/ of" in stdout
@@ -73,6 +64,7 @@ def test_probe_reports_on_the_held_out_val_folder(probed):
     assert type(loaded).__name__ == "MLPProbe" and loaded.hidden_dims == (16,)
 
 
+@pytest.mark.slow
 def test_evaluate_a_probe_workdir_gives_the_probe_report(probed):
     tmp, folder, probe_dir, _ = probed
     out = tmp / "evaluation"
@@ -99,6 +91,7 @@ def test_evaluate_a_probe_workdir_gives_the_probe_report(probed):
     assert "Traceback" not in bad.stderr
 
 
+@pytest.mark.slow
 def test_evaluate_official_layout_weights_on_an_explicit_folder(probed, tmp_path):
     tmp, folder, _, _ = probed
     keras.utils.set_random_seed(0)

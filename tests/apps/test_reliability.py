@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import zipfile
 
@@ -25,9 +24,8 @@ from PIL import Image
 
 import keras_mae
 from keras_mae import callbacks, data, optimizers
+from tests.run_app import APPS, ROOT, run
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-APPS = os.path.join(ROOT, "apps")
 SMOKE = os.path.join(APPS, "configs", "smoke.flags")
 # 3 epochs of 4 steps of 4 of the folder's 18 readable images, RGB; no reconstruction summaries (their
 # eager forward pass dominates a JAX smoke run).
@@ -99,7 +97,7 @@ def app_env(tmp_path_factory):
 def pretrain(workdir, *args, python=(), env=None):
     command = [sys.executable, *python, *(() if python else (os.path.join(APPS, "pretrain.py"),)),
                f"--flagfile={SMOKE}", f"--workdir={workdir}", *args]
-    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=600, env=env)
+    return run(command, check=False, timeout=600, env=env)
 
 
 def check(result):
@@ -183,6 +181,7 @@ def test_epoch_e_batches_depend_only_on_seed_and_e(tmp_path):
     assert all(next(long).shape == (4, 12, 12, 3) for _ in range(5 * 8))
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_same_command_resumes_exactly(tmp_path, reference_run, bad_folder, app_env,
                                                              tiny_config):
     reference_run, _ = reference_run
@@ -298,6 +297,7 @@ def make_bad_image_folder(root):
     return sorted(unreadable)
 
 
+@pytest.mark.slow
 def test_bad_image_folder_trains_and_names_the_skipped_files(reference_run, bad_folder):
     workdir, stderr = reference_run
     folder, unreadable = bad_folder
@@ -314,6 +314,7 @@ def test_bad_image_folder_trains_and_names_the_skipped_files(reference_run, bad_
 # === 3. Bad input ===
 
 
+@pytest.mark.slow
 def test_bad_input_is_one_sentence_before_training(tmp_path, app_env):
     empty_folder, a_file = tmp_path / "empty", tmp_path / "a_file"
     empty_folder.mkdir()
@@ -342,9 +343,7 @@ def test_bad_input_is_one_sentence_before_training(tmp_path, app_env):
     ]
     runs = [{"argv": [f"--flagfile={SMOKE}", f"--workdir={tmp_path / f'run_{i}'}", *argv], "free_bytes": free}
             for i, (argv, free, _) in enumerate(cases)]
-    driver = subprocess.run([sys.executable, "-c", BAD_INPUT_DRIVER, json.dumps(runs)], capture_output=True,
-                            text=True, cwd=ROOT, timeout=600, env=app_env)
-    assert driver.returncode == 0, driver.stderr[-3000:]
+    driver = run([sys.executable, "-c", BAD_INPUT_DRIVER, json.dumps(runs)], timeout=600, env=app_env)
     results = json.loads(driver.stdout.strip().splitlines()[-1])
     for i, ((argv, _, message), result) in enumerate(zip(cases, results)):
         lines = [line for line in result["stderr"].splitlines() if line.strip()]
@@ -378,6 +377,7 @@ def test_check_workdir_names_the_space_needed_and_the_fix(tmp_path, monkeypatch)
 # === 4. Numerical faults ===
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path, reference_run,
                                                                                    bad_folder, app_env):
     workdir = str(tmp_path / "run")

@@ -1,9 +1,8 @@
 """Tests for keras_mae.data: sources, augmentation and the batched pipelines.
 
-Run once per backend: `KERAS_BACKEND=jax python -m pytest tests/test_data.py -q`.
+Run once per backend: `KERAS_BACKEND=jax python -m pytest tests/data -q`.
 """
 
-import doctest
 import gzip
 import logging
 import os
@@ -16,7 +15,7 @@ import tensorflow as tf
 from PIL import Image
 
 from keras_mae import data
-from keras_mae.data import augment, builtin, image_folder, pipeline, sources
+from keras_mae.data import augment, builtin, image_folder
 
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 
@@ -343,8 +342,3 @@ def test_error_messages(tmp_path):
         data.make_eval_dataset(np.zeros((2, 4, 4), np.uint8), (0, 4), 2)
     with pytest.raises(ValueError, match=r"shape \(N, H, W\) or \(N, H, W, C\)"):
         data.load_source(np.zeros((2, 4, 4, 2), np.uint8))
-
-
-def test_docstring_examples():
-    for module in (sources, pipeline):
-        assert doctest.testmod(module).failed == 0

@@ -1,4 +1,4 @@
-"""Files saved by an earlier keras_mae (tests/data/saved_by_0_1) load with today's code and give the same outputs."""
+"""Files saved by an earlier keras_mae (tests/fixtures/saved_by_0_1) load with today's code and give the same outputs."""
 
 import os
 
@@ -7,7 +7,7 @@ import numpy as np
 
 from keras_mae import MaskedAutoencoder, ViTEncoder
 
-DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "saved_by_0_1")
+DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures", "saved_by_0_1")
 
 
 def expected():

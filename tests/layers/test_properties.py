@@ -11,7 +11,13 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import keras_mae
-from keras_mae.layers import PatchEmbedding, RandomMasking, patchify, sincos_position_embedding, unpatchify
+from keras_mae.layers import (
+    PatchEmbedding,
+    RandomMasking,
+    patchify,
+    sincos_position_embedding,
+    unpatchify,
+)
 from keras_mae.layers.random_masking import num_kept
 
 # Example counts keep the file under ~30 s per backend on 2 cores; JAX gets fewer where each example

@@ -3,6 +3,7 @@
 import os
 import sys
 
+import keras
 import numpy as np
 import pytest
 from keras import ops
@@ -275,3 +276,32 @@ def test_keras_file_reloads_at_another_size(tiny_config, tmp_path):
     other = ck.load_model(tmp_path / "model.keras", image_size=16, mask_ratio=0.5)
     assert other.image_size == (16, 16) and other.mask_ratio == 0.5
     np.testing.assert_array_equal(to_np(other.encoder.cls_token), to_np(model.encoder.cls_token))
+
+
+def test_copy_weights_by_path_equals_the_official_layout_copy(tiny_config):
+    from keras_mae.utils import copy_weights as copy_module
+
+    keras.utils.set_random_seed(0)
+    source = keras_mae.MaskedAutoencoder(**tiny_config)
+    keras.utils.set_random_seed(1)
+    target = keras_mae.MaskedAutoencoder(**tiny_config)
+    assert copy_module.copy_weights(source, target) == []
+    for a, b in zip(source.weights, target.weights):
+        np.testing.assert_array_equal(to_np(a), to_np(b), err_msg=a.path)
+    # Into a classifier's encoder: every encoder weight is copied, the head keeps its initial values.
+    classifier = keras_mae.ViTClassifier(**{k: v for k, v in tiny_config.items() if not k.startswith("decoder")},
+                                         num_classes=3)
+    head = to_np(classifier.head.kernel)
+    assert copy_module.copy_weights(source.encoder, classifier.encoder) == []
+    np.testing.assert_array_equal(to_np(classifier.encoder.cls_token), to_np(source.encoder.cls_token))
+    np.testing.assert_array_equal(to_np(classifier.head.kernel), head)
+    # Weights the target has and the source lacks are named.
+    assert copy_module.copy_weights(source.encoder, classifier) == [w.path for w in classifier.weights]
+    # At another image size: the fixed sin-cos tables are the new grid's, every other weight is copied.
+    bigger = keras_mae.MaskedAutoencoder(**{**tiny_config, "image_size": (12, 16)})
+    copy_module.copy_weights(source, bigger)
+    fresh = keras_mae.MaskedAutoencoder(**{**tiny_config, "image_size": (12, 16)})
+    np.testing.assert_allclose(to_np(bigger.encoder.pos_embed), to_np(fresh.encoder.pos_embed), atol=1e-6)
+    np.testing.assert_array_equal(to_np(bigger.encoder.blocks[0].qkv.kernel), to_np(source.encoder.blocks[0].qkv.kernel))
+    with pytest.raises(ValueError, match="same architecture"):
+        copy_module.copy_weights(source, keras_mae.MaskedAutoencoder(**{**tiny_config, "hidden_dim": 8}))

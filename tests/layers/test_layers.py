@@ -141,14 +141,19 @@ def test_transformer_block_matches_numpy_reference(rng):
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
 
 
-def test_fast_forms_equal_keras_own(rng):
-    x = rng.normal(size=(2, 5, 24)).astype("float32")
+@pytest.mark.parametrize("form", ["torch", "xla_cpu", "xla_accelerator"])
+def test_fast_forms_equal_keras_own(form, rng, monkeypatch):
+    """Every form `fast_form` can pick, forced on this backend, computes Keras's own values."""
+    from keras_mae.layers import fast_form
+
+    monkeypatch.setattr(fast_form, "fast_form", lambda: form)
+    x = ops.convert_to_tensor(rng.normal(size=(2, 5, 24)).astype("float32"))
 
     def close(a, b):
         np.testing.assert_allclose(ops.convert_to_numpy(a), ops.convert_to_numpy(b), atol=1e-5)
 
     close(layers.gelu(x), ops.gelu(x, approximate=False))
-    q, k, v = np.split(x.reshape(2, 5, 3, 2, 4), 3, axis=2)
+    q, k, v = np.split(ops.convert_to_numpy(x).reshape(2, 5, 3, 2, 4), 3, axis=2)
     expected = ops.dot_product_attention(q[:, :, 0], k[:, :, 0], v[:, :, 0], scale=0.5)
     close(layers.attention(x, num_heads=2), ops.reshape(expected, (2, 5, 8)))
     ours, theirs = layers.LayerNorm(epsilon=1e-6), keras.layers.LayerNormalization(epsilon=1e-6)
@@ -162,6 +167,17 @@ def test_fast_forms_equal_keras_own(rng):
     theirs.build(x.shape)
     theirs.set_weights(ours.get_weights())
     close(ours(x), theirs(x))
+
+
+def test_every_layer_norm_of_the_models_takes_the_fast_form(tiny_config):
+    import keras_mae
+
+    model = keras_mae.MaskedAutoencoder(**tiny_config)
+    classifier = keras_mae.ViTClassifier(**{k: v for k, v in tiny_config.items() if not k.startswith("decoder")})
+    norms = [layer for m in (model, classifier) for layer in m._flatten_layers()
+             if isinstance(layer, keras.layers.LayerNormalization)]
+    # MAE encoder 2 blocks + norm, decoder 1 block + norm; classifier 2 blocks + norm + fc_norm.
+    assert len(norms) == (2 * 2 + 1) + (1 * 2 + 1) + (2 * 2 + 1 + 1) and all(isinstance(n, layers.LayerNorm) for n in norms)
 
 
 def test_layer_norm_refuses_settings_it_does_not_compute():

@@ -1,0 +1,36 @@
+"""Which form the fast layers take on this backend and device: one decision for all of them.
+
+`attention`, `gelu`, `LayerNorm` and `TokenDense` compute the same values in
+every form; only the kernels differ. The choice was measured (BENCHMARKS.md):
+torch runs its own fused kernels fastest on any device; XLA:CPU (jax,
+tensorflow) runs the forms written out in this package faster than the
+backends' own; on a GPU or TPU, XLA takes the fused attention kernel and the
+written-out forms elsewhere.
+"""
+
+import keras
+
+TORCH = "torch"
+XLA_CPU = "xla_cpu"
+XLA_ACCELERATOR = "xla_accelerator"
+
+
+def fast_form():
+    """The form for the current backend and first device: `TORCH`, `XLA_CPU` or `XLA_ACCELERATOR`.
+
+    >>> fast_form() in (TORCH, XLA_CPU, XLA_ACCELERATOR)
+    True
+    """
+    if keras.backend.backend() == "torch":
+        return TORCH
+    return XLA_CPU if keras.distribution.list_devices()[0].lower().startswith("cpu") else XLA_ACCELERATOR
+
+
+def uses_torch_kernels():
+    """True where the layers call torch's fused kernels (`F.gelu`, `F.layer_norm`, a 3-D `F.linear`)."""
+    return fast_form() == TORCH
+
+
+def uses_fused_attention():
+    """True where `attention` is `keras.ops.dot_product_attention` (torch, and XLA on accelerators)."""
+    return fast_form() != XLA_CPU

@@ -1,0 +1,30 @@
+"""The one way the tests run an app or a script: a subprocess from the repository root on the current backend."""
+
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+APPS = os.path.join(ROOT, "apps")
+FASHION_MNIST = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
+
+
+def app_command(script, *args):
+    """`python apps/<script> args...`, or `python <script>` for a path outside apps/."""
+    path = script if os.path.isabs(script) or os.sep in script else os.path.join(APPS, script)
+    return [sys.executable, path, *map(str, args)]
+
+
+def run(command, check=True, timeout=400, env=None):
+    """Runs `command` (a list) from the repository root; with `check`, fails showing the output's tails."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=timeout, env=env)
+    if check and result.returncode:
+        raise AssertionError(f"exit {result.returncode}: {' '.join(command[1:3])}\n"
+                             f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def run_app(script, *args, check=True, timeout=400, env=None):
+    """`run(app_command(script, *args))`: the CompletedProcess."""
+    return run(app_command(script, *args), check=check, timeout=timeout, env=env)
