@@ -27,6 +27,9 @@ MODEL_FLAGS = {
     "mask_strategy": (flags.DEFINE_string, "random, block or grid."),
     "drop_path_rate": (flags.DEFINE_float, "Encoder stochastic depth."),
 }
+# The model flags that set the shapes of the weights: a checkpoint only loads into the same.
+ARCHITECTURE_FLAGS = ("preset", "image_size", "patch_size", "num_channels", "hidden_dim", "num_layers", "num_heads",
+                      "mlp_dim", "decoder_hidden_dim", "decoder_num_layers", "decoder_num_heads", "decoder_mlp_dim")
 
 
 def define_data_flags(default=None, help_text="Labelled dataset (as pretrain.py's --dataset); defaults to the "
@@ -131,6 +134,7 @@ def run_main(main_fn):
         # evaluation ends; the training data of the apps are endless, so it never means lost training steps.
         warnings.filterwarnings("ignore", message="Your input ran out of data")
         try:
+            check_flag_files(sys.argv[1:])
             return main_fn(argv)
         except (UserError, ValueError, FileNotFoundError, PermissionError, NotADirectoryError) as error:
             if _training["started"] and not isinstance(error, UserError):
@@ -141,8 +145,25 @@ def run_main(main_fn):
     return wrapped
 
 
+def check_flag_files(args, seen=()):
+    """Refuses a line of a --flagfile that absl would skip in silence: one that is not a flag nor a comment."""
+    for arg in args:
+        if not arg.startswith(("--flagfile=", "-flagfile=")):
+            continue
+        path = arg.split("=", 1)[1]
+        if path in seen or not os.path.isfile(path):
+            continue  # absl itself names a missing file
+        with open(path) as f:
+            lines = [line.strip() for line in f]
+        for number, line in enumerate(lines, 1):
+            if line and not line.startswith(("-", "#", "//")):
+                raise UserError(f"{path}:{number}: {line!r} is not a flag; write it as --name=value "
+                                "(or start the line with # to keep it as a comment).")
+        check_flag_files(lines, (*seen, path))
+
+
 def check_workdir(workdir, needed_bytes=0):
-    """Creates the workdir, or says in one sentence why it cannot be used."""
+    """Creates the workdir and takes its lock (one run per workdir), or says in one sentence why it cannot be used."""
     try:
         os.makedirs(workdir, exist_ok=True)
         probe = os.path.join(workdir, ".write_test")
@@ -151,6 +172,12 @@ def check_workdir(workdir, needed_bytes=0):
         os.remove(probe)
     except OSError as error:
         raise UserError(f"workdir {workdir!r} is not writable ({error.strerror}); pass a --workdir you can write to.")
+    from keras_mae.utils.workdir_lock import WorkdirInUse, lock_workdir
+
+    try:
+        lock_workdir(workdir)  # one run per workdir, for the life of this process
+    except WorkdirInUse as error:
+        raise UserError(str(error)) from None
     free = shutil.disk_usage(workdir).free
     if free < needed_bytes:
         raise UserError(
@@ -159,18 +186,37 @@ def check_workdir(workdir, needed_bytes=0):
         )
 
 
-def write_flags(FLAGS, path, names):
-    """Writes the resolved flags as a flag file, so `--flagfile=path` replays the run."""
-    lines = []
+def flag_lines(FLAGS, names):
+    """{name: flag-file line} of the named flags that have a value (`--name=value`, `--name`, `--noname`)."""
+    lines = {}
     for name in names:
         value = getattr(FLAGS, name)
         if value is None:
             continue
         if isinstance(value, bool):
-            lines.append(f"--{name}" if value else f"--no{name}")
+            lines[name] = f"--{name}" if value else f"--no{name}"
         elif isinstance(value, (list, tuple)):
-            lines.append(f"--{name}={','.join(str(v) for v in value)}")
+            lines[name] = f"--{name}={','.join(str(v) for v in value)}"
         else:
-            lines.append(f"--{name}={value}")
+            lines[name] = f"--{name}={value}"
+    return lines
+
+
+def read_flag_lines(FLAGS, path):
+    """{name: line} of a flag file written by `write_flags` (the inverse of `flag_lines`)."""
+    lines = {}
+    with open(path) as f:
+        for line in map(str.strip, f):
+            if not line.startswith("--"):
+                continue
+            name = line[2:].split("=", 1)[0]
+            if "=" not in line and name.startswith("no") and name not in FLAGS and name[2:] in FLAGS:
+                name = name[2:]
+            lines[name] = line
+    return lines
+
+
+def write_flags(FLAGS, path, names):
+    """Writes the resolved flags as a flag file, so `--flagfile=path` replays the run."""
     with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
+        f.write("\n".join(flag_lines(FLAGS, names).values()) + "\n")

@@ -6,6 +6,7 @@ Rerunning the same command resumes from the last complete checkpoint in --workdi
 """
 
 import os
+import sys
 
 import numpy as np
 from absl import app, flags
@@ -22,6 +23,7 @@ recipe.define_training_flags(
     accumulation=True, compilation=True, seed_help="Seed of data order, augmentation, masking and initialisation.",
     base_lr_help="Learning rate = base_lr * batch_size * accum_steps / 256.",
     weight_decay_help="AdamW weight decay (not on biases and norms).")
+recipe.define_resume_flags()
 flags.DEFINE_integer("reconstruction_every", 1, "Epochs between reconstruction summaries.")
 flags.DEFINE_integer("num_reconstructions", 8, "Images in the reconstruction summaries.")
 flags.DEFINE_integer("eval_every", 1, "Epochs between validation reconstruction losses on the evaluation split (0: off).")
@@ -32,10 +34,13 @@ flags.DEFINE_enum("distribution", "none", ["none", "data_parallel", "mirrored", 
 FLAGS = flags.FLAGS
 
 
-def check_flags():
+def check_flags(config):
     import keras
 
     recipe.check_training_flags("num_eval_images")
+    if config.get("mask_ratio", 0.75) == 0:
+        print("pretrain.py: warning: --mask_ratio=0 masks no patch, so the reconstruction loss has nothing to score "
+              "(it is 0 and nothing is learned); the paper's ratio is 0.75.", file=sys.stderr)
     if FLAGS.dtype_policy == "mixed_float16" and keras.backend.backend() == "jax" and not _jax_has_gpu():
         raise common.UserError("--dtype_policy=mixed_float16 needs a GPU on the jax backend (XLA:CPU has no float16 "
                                "matmul with float32 accumulation); use --dtype_policy=mixed_bfloat16 on CPU.")
@@ -55,7 +60,7 @@ def main(argv):
     from keras_mae.distribution import setup_distribution
 
     config = common.model_config(FLAGS)
-    check_flags()
+    check_flags(config)
     keras.config.set_dtype_policy(FLAGS.dtype_policy)
     keras.utils.set_random_seed(FLAGS.seed)
     scope, replicas = setup_distribution(FLAGS.distribution)
@@ -64,9 +69,15 @@ def main(argv):
     with scope():
         model = keras_mae.MaskedAutoencoder(**config, seed=FLAGS.seed, eval_mask_seed=FLAGS.seed)  # validates sizes
     common.check_workdir(FLAGS.workdir, needed_bytes=3 * 4 * model.count_params())
+    recipe.check_same_run(FLAGS.workdir, common.ARCHITECTURE_FLAGS)
 
     split = common.split_data(FLAGS, FLAGS.dataset, model.num_channels, FLAGS.workdir)
     source = split.train
+    if runs.is_workdir(FLAGS.workdir) and callbacks.complete_checkpoints(os.path.join(FLAGS.workdir,
+                                                                                    runs.CHECKPOINT_DIR)):
+        # A resumed run keeps the normalisation its checkpoints were trained with.
+        recorded = runs.read_run(FLAGS.workdir)
+        source.mean, source.std = tuple(recorded["mean"]), tuple(recorded["std"])
     steps = recipe.steps_per_epoch(source.num_examples, FLAGS.dataset)
 
     with scope():

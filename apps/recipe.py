@@ -57,11 +57,40 @@ def check_training_flags(*counts):
     for name in names:
         if getattr(FLAGS, name) < 1:
             raise common.UserError(f"--{name} must be at least 1. Received: --{name}={getattr(FLAGS, name)}")
+    check_flag_ranges()
     if not 0 <= FLAGS.warmup_epochs <= FLAGS.epochs:
         raise common.UserError(f"--warmup_epochs must be in [0, epochs={FLAGS.epochs}]. Received: {FLAGS.warmup_epochs}")
     if "dtype_policy" in FLAGS and FLAGS.dtype_policy not in ("float32", "mixed_bfloat16", "mixed_float16", "bfloat16"):
         raise common.UserError(f"--dtype_policy must be float32, mixed_bfloat16 or mixed_float16. "
                                f"Received: {FLAGS.dtype_policy}")
+
+
+# The range of every numeric flag the apps define (checked where the app defines it and it has a value):
+# (low, low included, high, high included); None is unbounded.
+FLAG_RANGES = {
+    **{name: (0, False, None, False) for name in ("base_lr", "lr", "mlp_base_lr", "clip_grad", "layer_decay")},
+    **{name: (0, True, None, False) for name in ("min_lr", "weight_decay", "mlp_weight_decay", "mixup_alpha",
+                                                 "cutmix_alpha", "eval_every", "knn_every", "seed")},
+    **{name: (0, True, 1, False) for name in ("mask_ratio", "drop_path_rate", "head_dropout", "label_smoothing",
+                                              "random_erasing_prob", "val_fraction")},
+    **{name: (0, True, 1, True) for name in ("switch_prob",)},
+    **{name: (1, True, None, False) for name in ("steps_per_epoch", "num_reconstructions", "reconstruction_every",
+                                                 "num_eval_images", "max_per_class", "eval_batch_size",
+                                                 "features_batch_size")},
+}
+
+
+def check_flag_ranges():
+    """One line naming the flag, its value and its range, for the first numeric flag out of range."""
+    for name, (low, low_in, high, high_in) in FLAG_RANGES.items():
+        value = getattr(FLAGS, name) if name in FLAGS else None
+        if value is None:
+            continue
+        if (low is not None and (value < low or (value == low and not low_in))) or (
+                high is not None and (value > high or (value == high and not high_in))):
+            left, right = ("[" if low_in else "(") + str(low), ("]" if high_in else ")") if high is not None else ")"
+            span = f"{left}, {high if high is not None else 'inf'}{right}"
+            raise common.UserError(f"--{name} must be in {span}. Received: --{name}={value}")
 
 
 def steps_per_epoch(num_examples, dataset, allow_none=False):
@@ -118,6 +147,48 @@ def run_flags():
 def write_flags(workdir):
     """workdir/flags.txt: the resolved flags, so `--flagfile=workdir/flags.txt` replays the run."""
     common.write_flags(FLAGS, os.path.join(workdir, "flags.txt"), run_flags())
+
+
+# Flags that change how a run reports or checkpoints, not what it computes: free to differ on resume.
+FREE_FLAGS = ("verbose", "workdir", "allow_flag_change", "checkpoint_every", "keep_checkpoints", "eval_every",
+              "num_eval_images", "knn_every", "reconstruction_every", "num_reconstructions")
+
+
+def define_resume_flags():
+    flags.DEFINE_list("allow_flag_change", [], "Flags that may differ from the workdir's flags.txt when resuming "
+                      "(e.g. epochs); any other change is refused, as it would mix two runs in one workdir.")
+
+
+def check_same_run(workdir, model_flags):
+    """Refuses, in one line, to resume `workdir`'s checkpoints with flags that would mix two runs.
+
+    The workdir's flags.txt is compared with this command's flags. `FREE_FLAGS` may differ, flags in
+    --allow_flag_change may differ (and are printed), `model_flags` never do (the checkpoints hold that model).
+    """
+    from keras_mae import callbacks
+
+    path = os.path.join(workdir, "flags.txt")
+    if not (os.path.isfile(path) and callbacks.complete_checkpoints(os.path.join(workdir, "checkpoints"))):
+        return
+    recorded, current = common.read_flag_lines(FLAGS, path), common.flag_lines(FLAGS, run_flags())
+    changed = [name for name in sorted(set(recorded) | set(current))
+               if recorded.get(name) != current.get(name) and name not in FREE_FLAGS]
+
+    def listed(names):
+        return "; ".join(f"{recorded.get(name, f'no --{name}')} -> {current.get(name, f'no --{name}')}"
+                         for name in names)
+
+    model = [name for name in changed if name in model_flags]
+    if model:
+        raise common.UserError(f"workdir {workdir!r} holds checkpoints of another model ({listed(model)}); "
+                               "pass a new --workdir for this model.")
+    refused = [name for name in changed if name not in FLAGS.allow_flag_change]
+    if refused:
+        raise common.UserError(
+            f"workdir {workdir!r} was trained with other flags ({listed(refused)}); resume with its flags "
+            f"(--flagfile={path}), pass a new --workdir, or --allow_flag_change={','.join(refused)} to change them.")
+    if changed:
+        print(f"Flags changed on resume (--allow_flag_change): {listed(changed)}")
 
 
 def resume(model, workdir, name=None):

@@ -4,9 +4,15 @@ import os
 import subprocess
 import sys
 
+import keras
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APPS = os.path.join(ROOT, "apps")
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
+# Cases that do not depend on the backend (flags, files, locks) run on one backend, to keep CI short.
+backend_independent = pytest.mark.skipif(keras.backend.backend() != "torch",
+                                         reason="backend-independent: checked on the torch backend")
 
 
 def app_command(script, *args):

@@ -78,6 +78,8 @@ class ViTEncoder(keras.Model):
         self.mlp_dim = int(mlp_dim)
         self.drop_path_rate = float(drop_path_rate)
         self.layer_norm_epsilon = float(layer_norm_epsilon)
+        if not 0.0 <= self.drop_path_rate < 1.0:
+            raise ValueError(f"drop_path_rate must be in [0, 1), e.g. 0.1. Received: drop_path_rate={drop_path_rate}")
 
         # === Layers ===
         self.patch_embed = PatchEmbedding(self.patch_size, self.hidden_dim, dtype=self.dtype_policy, name="patch_embed")

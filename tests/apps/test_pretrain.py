@@ -6,9 +6,10 @@ import signal
 import subprocess
 import time
 
+import numpy as np
 import pytest
 
-from tests.run_app import APPS, FASHION_MNIST, ROOT, app_command, run, run_app
+from tests.run_app import APPS, FASHION_MNIST, ROOT, app_command, backend_independent, run, run_app
 
 needs_data = pytest.mark.skipif(not os.path.exists(FASHION_MNIST), reason="apt-get install dataset-fashion-mnist")
 
@@ -95,9 +96,13 @@ def test_killed_run_resumes_at_next_epoch_with_same_learning_rate(tmp_path):
 
 
 @pytest.mark.slow
+@backend_independent
 @pytest.mark.parametrize("flag, message", [
     ("--preset=mae_vit_gigantic", "Unknown preset 'mae_vit_gigantic'"),
-    ("--mask_ratio=1.2", "mask_ratio=1.2"),
+    ("--mask_ratio=1.2", "--mask_ratio must be in [0, 1). Received: --mask_ratio=1.2"),
+    ("--base_lr=-1", "--base_lr must be in (0, inf). Received: --base_lr=-1.0"),
+    ("--drop_path_rate=1.5", "--drop_path_rate must be in [0, 1). Received: --drop_path_rate=1.5"),
+    ("--num_reconstructions=0", "--num_reconstructions must be in [1, inf)"),
     ("--image_size=30", "not divisible by patch_size=4"),
     ("--dataset=/no/such/folder", "/no/such/folder"),
     ("--batch_sise=3", "Unknown command line flag 'batch_sise'"),
@@ -107,3 +112,67 @@ def test_bad_input_is_one_clear_error(tmp_path, flag, message):
     assert result.returncode != 0
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+@backend_independent
+def test_flag_file_lines_that_are_not_flags_and_mask_ratio_zero(tmp_path):
+    flagfile = tmp_path / "my.flags"
+    flagfile.write_text("# my run\n--epochs=2\nbatch_size=4\n")
+    result = run(pretrain_command(str(tmp_path / "run"), f"--flagfile={flagfile}"), check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"{flagfile}:3: 'batch_size=4' is not a flag; write it as --name=value" in result.stderr
+    result = run(pretrain_command("/proc/keras_mae_run", "--mask_ratio=0"), check=False)
+    assert "--mask_ratio=0 masks no patch" in result.stderr and "is not writable" in result.stderr
+
+
+@needs_data
+@pytest.mark.slow
+@backend_independent
+def test_one_run_per_workdir(tmp_path):
+    """A second run on a workdir in use stops in one line naming the first, which goes on unharmed."""
+    workdir = str(tmp_path / "run")
+    first = subprocess.Popen(pretrain_command(workdir, "--steps_per_epoch=100000", "--verbose=0"), cwd=ROOT,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # one epoch of 7,500 steps
+    try:
+        lock = os.path.join(workdir, ".lock")
+        deadline = time.time() + 120
+        while not (os.path.exists(lock) and f"pid {first.pid} " in open(lock).read()) and time.time() < deadline:
+            time.sleep(0.05)
+        second = run(pretrain_command(workdir), check=False)
+        assert first.poll() is None, "the first run must still be training"
+        assert second.returncode == 2 and "Traceback" not in second.stderr
+        assert f"is in use by another run (pid {first.pid} on " in second.stderr
+        assert "--workdir" in second.stderr.strip().splitlines()[-1]
+    finally:
+        first.send_signal(signal.SIGKILL)  # the hard way: no clean-up runs, the kernel frees the lock
+        first.wait()
+    assert "Model:" in run(pretrain_command(workdir)).stdout  # the workdir is free again
+
+
+@needs_data
+@pytest.mark.slow
+@backend_independent
+def test_resume_refuses_flags_that_would_mix_two_runs(tmp_path):
+    workdir = str(tmp_path / "run")
+    run(pretrain_command(workdir))
+    recorded = json.loads(open(os.path.join(workdir, "run.json")).read())
+    for args, message in [
+        (("--batch_size=4",), "trained with other flags (--batch_size=8 -> --batch_size=4); resume with its flags "
+                              f"(--flagfile={os.path.join(workdir, 'flags.txt')}), pass a new --workdir, or "
+                              "--allow_flag_change=batch_size to change them"),
+        (("--epochs=2", "--nonorm_pix_loss"), "(--epochs=1 -> --epochs=2; --norm_pix_loss -> --nonorm_pix_loss)"),
+        (("--hidden_dim=96", "--allow_flag_change=hidden_dim"), "holds checkpoints of another model (no --hidden_dim "
+                                                                "-> --hidden_dim=96); pass a new --workdir"),
+    ]:
+        result = run(pretrain_command(workdir, *args), check=False)
+        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
+    # Allowed changes resume, and run.json keeps the statistics the checkpoints were trained with.
+    images = np.random.default_rng(0).integers(0, 80, (64, 28, 28), dtype=np.uint8)
+    np.savez(tmp_path / "dark.npz", x=images, y=np.arange(64) % 4)
+    result = run(pretrain_command(workdir, "--epochs=2", f"--dataset={tmp_path / 'dark.npz'}",
+                                  "--allow_flag_change=epochs,dataset"))
+    assert "Flags changed on resume (--allow_flag_change): --dataset=fashion_mnist -> " in result.stdout
+    assert "Resuming from epoch 1" in result.stdout
+    after = json.loads(open(os.path.join(workdir, "run.json")).read())
+    assert (after["mean"], after["std"]) == (recorded["mean"], recorded["std"])

@@ -385,7 +385,8 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoin
     last_good = os.path.join(workdir, "checkpoints", "epoch_0003.weights.h5")
     digest = sha256(last_good)
     # Epochs 1-3 trained well; epoch 4 at an absurd learning rate blows up.
-    result = pretrain(workdir, f"--dataset={bad_folder[0]}", *RUN_ARGS, "--epochs=4", "--lr=1e30", env=app_env)
+    result = pretrain(workdir, f"--dataset={bad_folder[0]}", *RUN_ARGS, "--epochs=4", "--lr=1e30",
+                      "--allow_flag_change=epochs,lr", env=app_env)
     assert result.returncode != 0 and "Traceback" not in result.stderr
     match = re.search(r"Loss became (nan|inf|-inf) at step (\d+); training stopped, the last good checkpoint is kept",
                       result.stderr)
