@@ -1,7 +1,7 @@
 """Weights in and out: official facebookresearch/mae, Hugging Face ViTMAE, timm ViT, any image size."""
 
 from keras_mae.checkpoints.auto import load_model
-from keras_mae.checkpoints.files import read_state_dict, save_official, write_state_dict
+from keras_mae.checkpoints.files import CheckpointError, read_state_dict, save_official, write_state_dict
 from keras_mae.checkpoints.hf import hf_config_to_kwargs, hf_to_official, read_hf_directory
 from keras_mae.checkpoints.loading import (
     STANDARD_NUM_HEADS, checkpoint_kind, fit_position_embeddings, infer_config, load_weights_into, read_checkpoint,

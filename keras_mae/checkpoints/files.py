@@ -19,6 +19,10 @@ EXTENSIONS = TORCH_EXTENSIONS + (".safetensors", ".npz")
 NO_TORCH = "Reading .pth needs PyTorch: pip install torch, or convert the file to .safetensors/.npz"
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file keras_mae will not read, with the reason (a refused pickle, a missing dependency)."""
+
+
 def _extension(path):
     ext = os.path.splitext(os.fspath(path))[1].lower()
     if ext not in EXTENSIONS:
@@ -41,7 +45,7 @@ def _torch_load(path):
     except pickle.UnpicklingError as error:
         found = re.search(r"Unsupported global: (GLOBAL )?([^\s]+)", str(error))
         what = f" (it would call {found.group(2)})" if found else ""
-        raise ValueError(
+        raise CheckpointError(
             f"Refusing to load {path!r}: it is a pickle holding more than tensors{what}, which could run code; "
             "only weights are read. If you trust it, re-save its state dict as .safetensors or .npz."
         ) from None
@@ -56,7 +60,7 @@ def _safetensors_load(path):
         try:
             from safetensors.torch import load_file as load_torch
         except ImportError:
-            raise ValueError(
+            raise CheckpointError(
                 f"{path!r} holds bfloat16 tensors; reading them needs PyTorch: pip install torch."
             ) from None
         return load_torch(path)
@@ -78,18 +82,28 @@ def read_state_dict(path):
     ext = _extension(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Checkpoint file {path!r} does not exist; check the path.")
-    if ext in TORCH_EXTENSIONS:
-        state_dict = _torch_load(path)
-    elif ext == ".safetensors":
-        state_dict = _safetensors_load(path)
-    else:
-        with np.load(path, allow_pickle=False) as data:
-            state_dict = {key: data[key] for key in data.files}
+    try:
+        state_dict = _read_file(path, ext)
+    except (CheckpointError, ImportError):
+        raise
+    except Exception as error:  # each reader fails in its own words on a truncated or corrupt file
+        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else "no detail"
+        raise CheckpointError(f"Cannot read checkpoint {path!r} ({type(error).__name__}: {reason}): the file is "
+                              "truncated or corrupt; download or save it again.") from None
     state_dict = unwrap_state_dict(state_dict)
     if not isinstance(state_dict, dict):
         raise ValueError(f"{path!r} holds a {type(state_dict).__name__}, not a state dict of named tensors.")
     arrays = {str(key): as_numpy(value) for key, value in state_dict.items() if hasattr(value, "shape")}
     return {key: a.astype("float32") if a.dtype.name == "bfloat16" else a for key, a in arrays.items()}
+
+
+def _read_file(path, ext):
+    if ext in TORCH_EXTENSIONS:
+        return _torch_load(path)
+    if ext == ".safetensors":
+        return _safetensors_load(path)
+    with np.load(path, allow_pickle=False) as data:
+        return {key: data[key] for key in data.files}
 
 
 def write_state_dict(state_dict, path):

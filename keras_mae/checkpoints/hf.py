@@ -102,6 +102,11 @@ def hf_config_to_kwargs(config):
         dict of `MaskedAutoencoder` arguments (the decoder ones are ignored by an encoder).
     """
     config = config if isinstance(config, dict) else config.to_dict()
+    lacking = [key for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+               if key not in config]
+    if lacking:
+        raise ValueError(f"The Hugging Face config lacks {', '.join(lacking)}: not a complete ViTMAEConfig "
+                         "(save the model again with save_pretrained).")
     if config.get("hidden_act", "gelu") != "gelu":
         raise ValueError(f"Only hidden_act='gelu' (exact) is supported. Received: hidden_act={config['hidden_act']!r}")
     size = config.get("image_size", 224)
@@ -139,12 +144,19 @@ def read_hf_directory(path):
     config_path = os.path.join(path, "config.json")
     if not os.path.isfile(config_path):
         raise FileNotFoundError(f"{path!r} has no config.json; pass a Hugging Face save_pretrained directory.")
-    with open(config_path) as f:
-        config = json.load(f)
+    try:
+        with open(config_path) as f:
+            config = json.load(f)
+    except ValueError as error:
+        raise ValueError(f"{config_path!r} is not valid JSON ({error}); save the model again with save_pretrained.") \
+            from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_path!r} holds a {type(config).__name__}, not a config; save the model again.")
+    kwargs = hf_config_to_kwargs(config)  # a config that is not a ViTMAE's is named before any weight is read
     files = sorted(glob.glob(os.path.join(path, "*.safetensors"))) or sorted(glob.glob(os.path.join(path, "*.bin")))
     if not files:
         raise FileNotFoundError(f"{path!r} has no model.safetensors or pytorch_model.bin next to its config.json.")
     state_dict = {}
     for file in files:
         state_dict.update(read_state_dict(file))
-    return hf_to_official(state_dict), hf_config_to_kwargs(config)
+    return hf_to_official(state_dict), kwargs

@@ -1,5 +1,7 @@
 """Weights in the official facebookresearch/mae layout (PyTorch state-dict keys and layouts)."""
 
+import os
+
 import keras
 import numpy as np
 
@@ -138,6 +140,9 @@ def load_official_weights(model, state_dict, strict=True):
     Returns:
         `(missing_keys, unexpected_keys)`, sorted lists.
     """
+    if isinstance(state_dict, (str, os.PathLike)):
+        raise TypeError(f"load_official_weights takes a state dict, not a path ({os.fspath(state_dict)!r}); load "
+                        "a file with keras_mae.checkpoints.load_weights_into(model, path).")
     state_dict = unwrap_state_dict(state_dict)
     variables = official_variables(model)
     missing = sorted(set(variables) - set(state_dict))

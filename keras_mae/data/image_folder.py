@@ -44,26 +44,54 @@ def list_image_files(root):
     """Lists image files under `root`, recursively, in sorted order.
 
     Args:
-        root: str. Folder to walk (symlinks followed, hidden entries skipped).
+        root: str. Folder to walk (symlinks followed; a folder or file reached twice, as through a
+            symlink loop, is read once; hidden entries skipped; names that are not UTF-8 skipped and named).
 
     Returns:
         `(files, labels, classes)`: paths; int labels, the index in `classes`
         of the file's top-level subfolder, or -1 for files directly in `root`;
         sorted names of the top-level subfolders holding images.
     """
-    files, tops = [], []
+    files, tops, seen_dirs, seen_files, undecodable = [], [], set(), set(), []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        # A folder reached twice (a symlink loop, or two links to one folder) is read once.
+        if os.path.realpath(dirpath) in seen_dirs:
+            dirnames[:] = []
+            continue
+        seen_dirs.add(os.path.realpath(dirpath))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
+                             and os.path.realpath(os.path.join(dirpath, d)) not in seen_dirs)
         relative = os.path.relpath(dirpath, root)
         top = None if relative == os.curdir else relative.split(os.sep)[0]
         for name in sorted(filenames):
-            if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("."):
-                files.append(os.path.join(dirpath, name))
-                tops.append(top)
+            if not name.lower().endswith(IMAGE_EXTENSIONS) or name.startswith("."):
+                continue
+            path = os.path.join(dirpath, name)
+            if not _utf8(path):
+                undecodable.append(path)
+                continue
+            real = os.path.realpath(path)
+            if real in seen_files:
+                continue
+            seen_files.add(real)
+            files.append(path)
+            tops.append(top)
+    if undecodable:
+        named = ", ".join(repr(os.fsencode(p))[1:] for p in undecodable[:_MAX_NAMED])
+        logging.warning("Skipped %d files under %s whose names are not UTF-8 (rename them to read them): %s",
+                        len(undecodable), root, named)
     classes = sorted({t for t in tops if t is not None})
     index = {c: i for i, c in enumerate(classes)}
     labels = [index.get(t, -1) for t in tops]
     return files, labels, classes
+
+
+def _utf8(path):
+    try:
+        path.encode("utf-8")
+        return True
+    except UnicodeEncodeError:  # os.walk's surrogate escapes of bytes that are not UTF-8
+        return False
 
 
 def pil_to_array(image, num_channels):

@@ -41,6 +41,11 @@ def test_official_checkpoint_to_figures(tmp_path):
             assert figure.size == (4 * 24 + 3 * 2, 16) and figure.mode == "RGB"  # 4 panels, 2-pixel gaps
     missing = visualize(f"--checkpoint={tmp_path / 'nope.pth'}", f"--images={tmp_path / 'photos'}", f"--output_dir={out}")
     assert missing.returncode == 2 and "--checkpoint" in missing.stderr and "does not exist" in missing.stderr
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(open(checkpoint, "rb").read()[:4000])
+    corrupt = visualize(f"--checkpoint={truncated}", f"--images={tmp_path / 'photos'}", f"--output_dir={out}")
+    assert corrupt.returncode == 2 and "Traceback" not in corrupt.stderr
+    assert "truncated.pth" in corrupt.stderr and "truncated or corrupt" in corrupt.stderr
 
 
 @pytest.mark.slow

@@ -305,3 +305,39 @@ def test_copy_weights_by_path_equals_the_official_layout_copy(tiny_config):
     np.testing.assert_array_equal(to_np(bigger.encoder.blocks[0].qkv.kernel), to_np(source.encoder.blocks[0].qkv.kernel))
     with pytest.raises(ValueError, match="same architecture"):
         copy_module.copy_weights(source, keras_mae.MaskedAutoencoder(**{**tiny_config, "hidden_dim": 8}))
+
+
+def test_corrupt_and_malformed_checkpoints_are_one_line_naming_the_file(tiny_config, tmp_path):
+    model = keras_mae.MaskedAutoencoder(**tiny_config)
+    formats = [".safetensors", ".npz"] + ([".pth"] if _has_torch() else [])
+    for ext in formats:
+        good = ck.save_official(model, tmp_path / f"good{ext}")
+        data = open(good, "rb").read()
+        bad = tmp_path / f"truncated{ext}"
+        bad.write_bytes(data[: len(data) // 2])
+        with pytest.raises(ck.CheckpointError, match=rf"Cannot read checkpoint .*truncated\{ext}.* truncated or "
+                                                     r"corrupt; download or save it again"):
+            ck.read_state_dict(bad)
+        with pytest.raises(ValueError, match=r"truncated or corrupt"):
+            ck.load_model(bad)
+    # A Hugging Face folder whose config.json is not JSON, or lacks a key.
+    folder = tmp_path / "hf"
+    os.makedirs(folder)
+    ck.save_official(model, folder / "model.safetensors")
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"config.json' is not valid JSON"):
+        ck.read_hf_directory(str(folder))
+    (folder / "config.json").write_text('{"hidden_size": 16, "num_hidden_layers": 2}')
+    with pytest.raises(ValueError, match=r"lacks num_attention_heads, intermediate_size"):
+        ck.read_hf_directory(str(folder))
+    # A path where a state dict belongs.
+    with pytest.raises(TypeError, match=r"takes a state dict, not a path .*load_weights_into\(model, path\)"):
+        ck.load_official_weights(model, str(tmp_path / "good.npz"))
+
+
+def _has_torch():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True

@@ -342,3 +342,20 @@ def test_error_messages(tmp_path):
         data.make_eval_dataset(np.zeros((2, 4, 4), np.uint8), (0, 4), 2)
     with pytest.raises(ValueError, match=r"shape \(N, H, W\) or \(N, H, W, C\)"):
         data.load_source(np.zeros((2, 4, 4, 2), np.uint8))
+
+
+def test_folder_reads_each_real_file_once_and_names_non_utf8_files(tmp_path, caplog):
+    from keras_mae.data.image_folder import list_image_files
+
+    for name in ("cat/a.png", "dog/b.png"):
+        os.makedirs(tmp_path / os.path.dirname(name), exist_ok=True)
+        _save(str(tmp_path / name), np.zeros((4, 4, 3), np.uint8))
+    os.symlink(tmp_path, tmp_path / "cat" / "self")  # a loop: cat/self/cat/self/...
+    os.symlink(tmp_path / "dog" / "b.png", tmp_path / "dog" / "c.png")  # a second path to one file
+    odd = os.fsdecode(b"caf\xe9.png")  # Latin-1 bytes: not UTF-8
+    _save(os.path.join(str(tmp_path / "dog"), odd), np.zeros((4, 4, 3), np.uint8))
+    with caplog.at_level(logging.WARNING):
+        files, labels, classes = list_image_files(str(tmp_path))
+    assert [os.path.relpath(f, tmp_path) for f in files] == ["cat/a.png", "dog/b.png"]
+    assert classes == ["cat", "dog"] and labels == [0, 1]
+    assert "Skipped 1 files under" in caplog.text and "caf\\xe9.png" in caplog.text
