@@ -162,7 +162,7 @@ def check_flag_files(args, seen=()):
         check_flag_files(lines, (*seen, path))
 
 
-def check_workdir(workdir, needed_bytes=0):
+def check_workdir(workdir, needed_bytes=0, needed_for="a checkpoint"):
     """Creates the workdir and takes its lock (one run per workdir), or says in one sentence why it cannot be used."""
     try:
         os.makedirs(workdir, exist_ok=True)
@@ -181,7 +181,7 @@ def check_workdir(workdir, needed_bytes=0):
     free = shutil.disk_usage(workdir).free
     if free < needed_bytes:
         raise UserError(
-            f"Only {free / 2**20:.0f} MiB free under workdir {workdir!r}, a checkpoint needs about "
+            f"Only {free / 2**20:.0f} MiB free under workdir {workdir!r}, {needed_for} needs about "
             f"{needed_bytes / 2**20:.0f} MiB; free some disk or pass another --workdir."
         )
 

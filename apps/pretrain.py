@@ -68,7 +68,12 @@ def main(argv):
         raise common.UserError(f"--batch_size={FLAGS.batch_size} (global) must be divisible by the {replicas} replicas.")
     with scope():
         model = keras_mae.MaskedAutoencoder(**config, seed=FLAGS.seed, eval_mask_seed=FLAGS.seed)  # validates sizes
-    common.check_workdir(FLAGS.workdir, needed_bytes=3 * 4 * model.count_params())
+    # A checkpoint is float32 weights and two AdamW moments; --keep_checkpoints of them stay while the next is
+    # written; the exports are model.keras (with its optimizer) and the encoder twice (.keras, .weights.h5).
+    checkpoint = 3 * 4 * model.count_params()
+    common.check_workdir(FLAGS.workdir, (FLAGS.keep_checkpoints + 1) * checkpoint + checkpoint
+                         + 2 * 4 * model.encoder.count_params(),
+                         f"the run ({FLAGS.keep_checkpoints} kept checkpoints, the one being written and the exports)")
     recipe.check_same_run(FLAGS.workdir, common.ARCHITECTURE_FLAGS)
 
     split = common.split_data(FLAGS, FLAGS.dataset, model.num_channels, FLAGS.workdir)

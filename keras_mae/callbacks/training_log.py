@@ -2,9 +2,12 @@
 
 import json
 import math
+import os
 import time
 
 import keras
+
+from keras_mae.utils.atomic import atomic_path
 
 
 class TrainingLog(keras.callbacks.Callback):
@@ -26,6 +29,22 @@ class TrainingLog(keras.callbacks.Callback):
         self.path = path
         self.validation = dict(validation or {})
 
+    def on_train_begin(self, logs=None):
+        """On resume, moves the rows of epochs after the restored checkpoint (work a killed run lost, which this
+        run trains again) to `<path minus .jsonl>.interrupted.jsonl`, so each epoch has one row in the log."""
+        if not (self.path and os.path.isfile(self.path)):
+            return
+        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        with open(self.path) as f:
+            lines = [line.rstrip("\n") + "\n" for line in f if line.strip()]
+        kept = [line for line in lines if _step(line) <= step]
+        if len(kept) == len(lines):
+            return
+        with open(os.path.splitext(self.path)[0] + ".interrupted.jsonl", "a") as f:
+            f.writelines(line for line in lines if _step(line) > step)
+        with atomic_path(self.path) as temporary, open(temporary, "w") as f:
+            f.writelines(kept)
+
     def on_epoch_begin(self, epoch, logs=None):
         self._start, self._steps = time.perf_counter(), 0
         self._end = self._start
@@ -46,6 +65,13 @@ class TrainingLog(keras.callbacks.Callback):
                 record.update(self.validation)
             with open(self.path, "a") as f:
                 f.write(json.dumps(record) + "\n")
+
+
+def _step(line):
+    try:
+        return int(json.loads(line).get("step", 0))
+    except (ValueError, AttributeError):  # a line cut short by a crash: not a finished epoch's row
+        return float("inf")
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
