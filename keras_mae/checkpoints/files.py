@@ -43,8 +43,11 @@ def _torch_load(path):
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        found = re.search(r"Unsupported global: (GLOBAL )?([^\s]+)", str(error))
-        what = f" (it would call {found.group(2)})" if found else ""
+        # torch 2.x words it "Unsupported global: GLOBAL builtins.print ...", "Trying to load unsupported GLOBAL
+        # posix.system whose module posix is blocked", or names it in its add_safe_globals([...]) advice.
+        found = (re.search(r"(?i)unsupported global:?\s+(?:global\s+)?([^\s]+)", str(error))
+                 or re.search(r"safe_globals\(\[([^\]]+)\]\)", str(error)))
+        what = f" (it would call {found.group(1)})" if found else ""
         raise CheckpointError(
             f"Refusing to load {path!r}: it is a pickle holding more than tensors{what}, which could run code; "
             "only weights are read. If you trust it, re-save its state dict as .safetensors or .npz."

@@ -341,3 +341,22 @@ def _has_torch():
     except ImportError:
         return False
     return True
+
+
+class _Payload:
+    """Unpickling this would call os.system: what a malicious .pth does."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_pickle_that_would_run_code_is_refused_naming_the_call(tmp_path):
+    torch = pytest.importorskip("torch")
+    marker = tmp_path / "ran"
+    torch.save({"cls_token": torch.zeros(1, 1, 8), "payload": _Payload(marker)}, tmp_path / "evil.pth")
+    with pytest.raises(ck.CheckpointError, match=r"Refusing to load .*evil.pth.*\(it would call posix.system\)"):
+        ck.read_state_dict(tmp_path / "evil.pth")
+    assert not marker.exists()
