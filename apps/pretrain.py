@@ -74,13 +74,11 @@ def main(argv):
     common.check_workdir(FLAGS.workdir, (FLAGS.keep_checkpoints + 1) * checkpoint + checkpoint
                          + 2 * 4 * model.encoder.count_params(),
                          f"the run ({FLAGS.keep_checkpoints} kept checkpoints, the one being written and the exports)")
-    recipe.check_same_run(FLAGS.workdir, common.ARCHITECTURE_FLAGS)
+    resuming = recipe.check_same_run(FLAGS.workdir, common.ARCHITECTURE_FLAGS)
 
     split = common.split_data(FLAGS, FLAGS.dataset, model.num_channels, FLAGS.workdir)
     source = split.train
-    if runs.is_workdir(FLAGS.workdir) and callbacks.complete_checkpoints(os.path.join(FLAGS.workdir,
-                                                                                    runs.CHECKPOINT_DIR)):
-        # A resumed run keeps the normalisation its checkpoints were trained with.
+    if resuming and runs.is_workdir(FLAGS.workdir):  # keeps the normalisation its checkpoints were trained with
         recorded = runs.read_run(FLAGS.workdir)
         source.mean, source.std = tuple(recorded["mean"]), tuple(recorded["std"])
     steps = recipe.steps_per_epoch(source.num_examples, FLAGS.dataset)

@@ -88,8 +88,7 @@ def check_flag_ranges():
             continue
         if (low is not None and (value < low or (value == low and not low_in))) or (
                 high is not None and (value > high or (value == high and not high_in))):
-            left, right = ("[" if low_in else "(") + str(low), ("]" if high_in else ")") if high is not None else ")"
-            span = f"{left}, {high if high is not None else 'inf'}{right}"
+            span = f"{'[' if low_in else '('}{low}, " + (f"{high}{']' if high_in else ')'}" if high is not None else "inf)")
             raise common.UserError(f"--{name} must be in {span}. Received: --{name}={value}")
 
 
@@ -164,12 +163,17 @@ def check_same_run(workdir, model_flags):
 
     The workdir's flags.txt is compared with this command's flags. `FREE_FLAGS` may differ, flags in
     --allow_flag_change may differ (and are printed), `model_flags` never do (the checkpoints hold that model).
+
+    Returns:
+        bool: whether `workdir` holds checkpoints to resume from.
     """
     from keras_mae import callbacks
 
     path = os.path.join(workdir, "flags.txt")
-    if not (os.path.isfile(path) and callbacks.complete_checkpoints(os.path.join(workdir, "checkpoints"))):
-        return
+    if not callbacks.complete_checkpoints(os.path.join(workdir, "checkpoints")):
+        return False
+    if not os.path.isfile(path):
+        return True
     recorded, current = common.read_flag_lines(FLAGS, path), common.flag_lines(FLAGS, run_flags())
     changed = [name for name in sorted(set(recorded) | set(current))
                if recorded.get(name) != current.get(name) and name not in FREE_FLAGS]
@@ -189,6 +193,7 @@ def check_same_run(workdir, model_flags):
             f"(--flagfile={path}), pass a new --workdir, or --allow_flag_change={','.join(refused)} to change them.")
     if changed:
         print(f"Flags changed on resume (--allow_flag_change): {listed(changed)}")
+    return True
 
 
 def resume(model, workdir, name=None):

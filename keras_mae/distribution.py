@@ -13,6 +13,7 @@ by the replica count where gradients are summed (tf.distribute).
 """
 
 import contextlib
+import json
 import os
 
 import keras
@@ -70,3 +71,23 @@ def setup_distribution(name="none"):
         tf.tpu.experimental.initialize_tpu_system(resolver)
         strategy = tf.distribute.TPUStrategy(resolver)
     return strategy.scope, strategy.num_replicas_in_sync
+
+
+def is_chief():
+    """True in process 0 of a multi-process job, and in a single process: the one that writes the workdir.
+
+    Read from the launchers' environment, so it can be asked before any backend is set up: torchrun's
+    `RANK`, `JAX_PROCESS_ID`, and `TF_CONFIG` (its chief, else worker 0).
+
+    >>> is_chief()  # a plain process
+    True
+    """
+    for variable in ("RANK", "JAX_PROCESS_ID"):
+        if os.environ.get(variable, "0") not in ("", "0"):
+            return False
+    try:
+        task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})
+    except ValueError:
+        return True
+    kind = task.get("type", "worker")
+    return kind == "chief" or (kind == "worker" and not task.get("index"))

@@ -90,14 +90,15 @@ class _StepState:
 
     def __init__(self, model, state, training):
         self.state = state
+        self._context = contextlib.ExitStack()
+        if state is None:  # variables in place: nothing to collect (and no per-step walk of the layers on torch)
+            return
+        # JAX: traced once; the groups are the trainer's state layout.
         self.non_trainable = model.non_trainable_variables
         self.groups = [model.trainable_variables, self.non_trainable]
         self.groups += [model.optimizer.variables] if training else []
         self.groups += [model.metrics_variables]
-        self.mapping = {}
-        if state is not None:
-            self.mapping = {id(v): (v, x) for vs, xs in zip(self.groups, state) for v, x in zip(vs, xs)}
-        self._context = contextlib.ExitStack()
+        self.mapping = {id(v): (v, x) for vs, xs in zip(self.groups, state) for v, x in zip(vs, xs)}
 
     def bound(self, overrides):
         """A StatelessScope over the step's current values (JAX), with `overrides` (variable, value) on top."""

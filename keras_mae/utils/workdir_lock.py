@@ -3,16 +3,16 @@
 The kernel releases the lock when the process ends, however it ends (exit, exception, SIGKILL, out of
 memory), so a lock left by a dead run is taken over by the next one with no clean-up. The lock file
 names the holder (pid, host, start time, command) for the error of a second run. In a multi-process
-job only the chief process (rank 0: torchrun's `RANK`, `JAX_PROCESS_ID`, `TF_CONFIG`'s first worker)
-takes the lock; the others share the chief's workdir.
+job only the chief process (`keras_mae.distribution.is_chief`) takes the lock; the others share its workdir.
 """
 
 import fcntl
-import json
 import os
 import socket
 import sys
 import time
+
+from keras_mae.distribution import is_chief
 
 LOCK_FILE = ".lock"
 _HELD = {}  # real path of a lock file -> its open file, kept open (and locked) until the process ends
@@ -20,17 +20,6 @@ _HELD = {}  # real path of a lock file -> its open file, kept open (and locked) 
 
 class WorkdirInUse(RuntimeError):
     """Another live process holds the workdir's lock."""
-
-
-def _is_chief():
-    for variable in ("RANK", "JAX_PROCESS_ID"):
-        if os.environ.get(variable, "0") not in ("", "0"):
-            return False
-    try:
-        task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})
-    except ValueError:
-        return True
-    return task.get("type", "worker") == "chief" or (task.get("type", "worker") == "worker" and not task.get("index"))
 
 
 def lock_workdir(workdir):
@@ -50,7 +39,7 @@ def lock_workdir(workdir):
     """
     path = os.path.join(workdir, LOCK_FILE)
     key = os.path.realpath(path)
-    if key in _HELD or not _is_chief():
+    if key in _HELD or not is_chief():
         return
     handle = open(path, "a+")
     try:
