@@ -127,7 +127,10 @@ def training_started():
 
 
 def run_main(main_fn):
-    """Runs `main_fn(argv)`, turning user errors raised before training into one line and exit code 2."""
+    """Runs `main_fn(argv)`, turning user errors raised before training into one line and exit code 2, a full disk
+    into one line and exit code 1, and Ctrl-C outside training (or a second one during its checkpoint) into one
+    line and exit code 130."""
+    from keras_mae.utils.disk_space import DiskFullError
 
     def wrapped(argv):
         # Keras says this when a finite evaluation set of unknown length (a folder) ends, which is how every
@@ -141,6 +144,13 @@ def run_main(main_fn):
                 raise
             print(f"{os.path.basename(sys.argv[0])}: error: {error}", file=sys.stderr)
             sys.exit(2)
+        except DiskFullError as error:
+            print(f"{os.path.basename(sys.argv[0])}: error: {error}", file=sys.stderr)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            print(f"{os.path.basename(sys.argv[0])}: interrupted; the checkpoints already written are complete "
+                  "(rerun the same command to resume).", file=sys.stderr)
+            sys.exit(130)
 
     return wrapped
 

@@ -61,7 +61,7 @@ def load_encoder(spec, preset=None, image_size=None):
     return _encoder_of(model), info
 
 
-def prepare_workdir(workdir, encoder, name, what):
+def prepare_workdir(workdir, encoder, name, what, model_flags=(), restart_flags=()):
     """--workdir, else `<encoder workdir>/<name>`; never a pretraining workdir; created, with its flags.txt.
 
     Args:
@@ -69,6 +69,9 @@ def prepare_workdir(workdir, encoder, name, what):
         encoder: str or None. --encoder.
         name: str. Subfolder of the encoder workdir used by default ("linear_probe", "finetune").
         what: str. What goes there, for the error.
+        model_flags: flags that shape the checkpointed model: never changed on resume.
+        restart_flags: flags besides the encoder and the data whose change starts the run afresh
+            (`forget_other_runs`), so they are not compared.
     """
     from keras_mae import runs
 
@@ -79,6 +82,9 @@ def prepare_workdir(workdir, encoder, name, what):
     if runs.is_workdir(workdir):
         raise common.UserError(f"--workdir {workdir!r} is a pretraining workdir; pass another, e.g. {workdir}/{name}.")
     common.check_workdir(workdir)
+    # The encoder and the data start the run afresh (forget_other_runs); other changes would mix two runs.
+    recipe.check_same_run(workdir, model_flags, restart_flags=(
+        "encoder", "dataset", "data_dir", "train_split", "eval_dataset", "val_fraction", "eval_split", *restart_flags))
     recipe.write_flags(workdir)
     return workdir
 

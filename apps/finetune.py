@@ -29,6 +29,7 @@ recipe.define_training_flags(
     accumulation=True, compilation=True, seed_help="Seed of data order, augmentation, head init and drop path.",
     base_lr_help="Learning rate = base_lr * batch_size * accum_steps / 256 (B: 5e-4).",
     weight_decay_help="AdamW weight decay (not on biases, norms, cls_token, pos_embed).")
+recipe.define_resume_flags()
 flags.DEFINE_float("layer_decay", 0.75, "Layer-wise lr decay (B 0.65, L and H 0.75).")
 flags.DEFINE_boolean("rand_augment", True, "RandAugment rand-m9-mstd0.5-inc1.")
 flags.DEFINE_float("random_erasing_prob", 0.25, "Random erasing probability (official --reprob).")
@@ -105,7 +106,8 @@ def main(argv):
     check_flags()
     keras.config.set_dtype_policy(FLAGS.dtype_policy)
     workdir = downstream.prepare_workdir(FLAGS.workdir, FLAGS.encoder, "finetune",
-                                         "the fine-tuning's checkpoints and model")
+                                         "the fine-tuning's checkpoints and model", model_flags=("preset",),
+                                         restart_flags=("global_pool",))
 
     pretrained, info, config = pretrained_encoder()
     data = load_data(config, info, workdir)
@@ -125,9 +127,9 @@ def main(argv):
                  keras.metrics.TopKCategoricalAccuracy(min(5, model.num_classes), name="top5")],
         **recipe.compile_options(),
     )
-    initial_epoch = recipe.resume(model, workdir)
+    initial = recipe.resume(model, workdir)
     split = data["split"]
-    recipe.fit(model, data["train"], workdir, initial_epoch, steps, data["eval"] if FLAGS.eval_every else None,
+    recipe.fit(model, data["train"], workdir, initial, steps, data["eval"] if FLAGS.eval_every else None,
                FLAGS.eval_every, {"val_split": split.eval_name, "val_images": split.eval.num_examples})
     results = {key: float(value) for key, value in model.evaluate(data["eval"], verbose=0, return_dict=True).items()}
     recipe.save(model, os.path.join(workdir, "classifier.keras"))

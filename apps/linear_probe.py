@@ -32,6 +32,7 @@ recipe.define_training_flags(
     seed_help="Seed of data order, augmentation, head, held-out split and random-init encoder.",
     base_lr_help="Linear head: LARS learning rate = base_lr * batch_size / 256.",
     weight_decay_help="Linear head: LARS weight decay (the paper uses none).")
+recipe.define_resume_flags()
 flags.DEFINE_boolean("cache_features", False, "Extract the frozen features once (no augmentation) and train on them.")
 flags.DEFINE_boolean("compare_random_init", False, "Also probe a randomly initialised encoder of the same config.")
 flags.DEFINE_integer("features_batch_size", 512, "Images per forward pass when extracting features.")
@@ -65,9 +66,9 @@ def probe(encoder, name, workdir, data, key):
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="top1"),
                  keras.metrics.SparseTopKCategoricalAccuracy(k=min(5, data["num_classes"]), name="top5")],
     )
-    initial_epoch = recipe.resume(trained, workdir, name)
+    initial = recipe.resume(trained, workdir, name)
     every = 1 if FLAGS.cache_features else FLAGS.eval_every
-    recipe.fit(trained, train, workdir, initial_epoch, steps, evaluation if every else None, every,
+    recipe.fit(trained, train, workdir, initial, steps, evaluation if every else None, every,
                {"val_split": data["split"].eval_name, "val_images": data["split"].eval.num_examples})
     results = trained.evaluate(evaluation, verbose=0, return_dict=True)
     recipe.save(model, os.path.join(workdir, "probe.keras"))
@@ -120,7 +121,8 @@ def main(argv):
     recipe.check_training_flags("features_batch_size")
     encoder, info = downstream.load_encoder(FLAGS.encoder, FLAGS.preset)
     workdir = downstream.prepare_workdir(FLAGS.workdir, FLAGS.encoder, "linear_probe",
-                                         "the probe's checkpoints and results")
+                                         "the probe's checkpoints and results", model_flags=("preset",),
+                                         restart_flags=("pool", "cache_features", *probe_heads.HEAD_FLAGS))
     print(f"Encoder:          {info['source']} ({encoder.num_layers} blocks, width {encoder.hidden_dim})")
     data = load_data(encoder, info, workdir)
 

@@ -71,9 +71,9 @@ def main(argv):
     # A checkpoint is float32 weights and two AdamW moments; --keep_checkpoints of them stay while the next is
     # written; the exports are model.keras (with its optimizer) and the encoder twice (.keras, .weights.h5).
     checkpoint = 3 * 4 * model.count_params()
-    common.check_workdir(FLAGS.workdir, (FLAGS.keep_checkpoints + 1) * checkpoint + checkpoint
-                         + 2 * 4 * model.encoder.count_params(),
-                         f"the run ({FLAGS.keep_checkpoints} kept checkpoints, the one being written and the exports)")
+    kept = FLAGS.keep_checkpoints + bool(FLAGS.checkpoint_every_steps)  # + the newest mid-epoch one
+    common.check_workdir(FLAGS.workdir, (kept + 1) * checkpoint + checkpoint + 2 * 4 * model.encoder.count_params(),
+                         f"the run ({kept} kept checkpoints, the one being written and the exports)")
     resuming = recipe.check_same_run(FLAGS.workdir, common.ARCHITECTURE_FLAGS)
 
     split = common.split_data(FLAGS, FLAGS.dataset, model.num_channels, FLAGS.workdir)
@@ -91,10 +91,13 @@ def main(argv):
         )
 
     workdir = FLAGS.workdir
-    initial_epoch = recipe.resume(model, workdir)
-    # Epoch e's order and crops depend on (seed, e) only: a resumed run sees the batches of an uninterrupted one.
-    train = data.make_pretrain_dataset(source, model.image_size, FLAGS.batch_size, seed=FLAGS.seed,
-                                       steps_per_epoch=steps, initial_epoch=initial_epoch)
+    initial = recipe.resume(model, workdir)
+
+    def train(epoch, step):
+        # Epoch e's order and crops depend on (seed, e) only: a resumed run sees the batches of an uninterrupted one.
+        return data.make_pretrain_dataset(source, model.image_size, FLAGS.batch_size, seed=FLAGS.seed,
+                                          steps_per_epoch=steps, initial_epoch=epoch, initial_step=step)
+
     recipe.write_flags(workdir)
     runs.write_run(workdir, model, split.record, source.mean, source.std)
 
@@ -108,7 +111,7 @@ def main(argv):
         os.path.join(workdir, "reconstructions"), FLAGS.reconstruction_every, seed=FLAGS.seed,
     )
     # The kNN monitor goes before the log, so knn_top1 reaches log.jsonl.
-    recipe.fit(model, train, workdir, initial_epoch, steps, validation, FLAGS.eval_every, validation_info,
+    recipe.fit(model, train, workdir, initial, steps, validation, FLAGS.eval_every, validation_info,
                monitors=knn_monitor(split, model, workdir), summaries=[reconstructions])
     save_final(model, workdir, reconstructions)
 

@@ -39,7 +39,9 @@ def define_training_flags(epochs, warmup_epochs, batch_size, base_lr, weight_dec
     flags.DEFINE_integer("steps_per_epoch", None, "Cap steps per epoch (smoke runs); default one pass.")
     flags.DEFINE_integer("seed", 0, seed_help)
     flags.DEFINE_integer("checkpoint_every", 1, "Epochs between checkpoints.")
-    flags.DEFINE_integer("keep_checkpoints", keep_checkpoints, "Complete checkpoints kept.")
+    flags.DEFINE_integer("keep_checkpoints", keep_checkpoints, "Complete end-of-epoch checkpoints kept.")
+    flags.DEFINE_integer("checkpoint_every_steps", 0, "Also checkpoint every N steps inside epochs (0: off), to "
+                         "resume mid-epoch; kept until the next checkpoint. SIGTERM / Ctrl-C also checkpoint.")
     flags.DEFINE_integer("verbose", verbose, "Keras progress output: 0 silent, 1 bar, 2 one line per epoch.")
     if accumulation:
         flags.DEFINE_integer("accum_steps", 1, "Gradient accumulation steps (official accum_iter).")
@@ -70,7 +72,8 @@ def check_training_flags(*counts):
 FLAG_RANGES = {
     **{name: (0, False, None, False) for name in ("base_lr", "lr", "mlp_base_lr", "clip_grad", "layer_decay")},
     **{name: (0, True, None, False) for name in ("min_lr", "weight_decay", "mlp_weight_decay", "mixup_alpha",
-                                                 "cutmix_alpha", "eval_every", "knn_every", "seed")},
+                                                 "cutmix_alpha", "eval_every", "knn_every", "seed",
+                                                 "checkpoint_every_steps")},
     **{name: (0, True, 1, False) for name in ("mask_ratio", "drop_path_rate", "head_dropout", "label_smoothing",
                                               "random_erasing_prob", "val_fraction")},
     **{name: (0, True, 1, True) for name in ("switch_prob",)},
@@ -149,7 +152,8 @@ def write_flags(workdir):
 
 
 # Flags that change how a run reports or checkpoints, not what it computes: free to differ on resume.
-FREE_FLAGS = ("verbose", "workdir", "allow_flag_change", "checkpoint_every", "keep_checkpoints", "eval_every",
+FREE_FLAGS = ("verbose", "workdir", "allow_flag_change", "checkpoint_every", "keep_checkpoints",
+              "checkpoint_every_steps", "eval_every",
               "num_eval_images", "knn_every", "reconstruction_every", "num_reconstructions")
 
 
@@ -158,11 +162,13 @@ def define_resume_flags():
                       "(e.g. epochs); any other change is refused, as it would mix two runs in one workdir.")
 
 
-def check_same_run(workdir, model_flags):
+def check_same_run(workdir, model_flags, restart_flags=()):
     """Refuses, in one line, to resume `workdir`'s checkpoints with flags that would mix two runs.
 
     The workdir's flags.txt is compared with this command's flags. `FREE_FLAGS` may differ, flags in
     --allow_flag_change may differ (and are printed), `model_flags` never do (the checkpoints hold that model).
+    A change to one of `restart_flags` (the downstream apps' encoder and data, on which they start afresh) skips
+    the check.
 
     Returns:
         bool: whether `workdir` holds checkpoints to resume from.
@@ -177,6 +183,8 @@ def check_same_run(workdir, model_flags):
     recorded, current = common.read_flag_lines(FLAGS, path), common.flag_lines(FLAGS, run_flags())
     changed = [name for name in sorted(set(recorded) | set(current))
                if recorded.get(name) != current.get(name) and name not in FREE_FLAGS]
+    if any(name in restart_flags for name in changed):
+        return False
 
     def listed(names):
         return "; ".join(f"{recorded.get(name, f'no --{name}')} -> {current.get(name, f'no --{name}')}"
@@ -197,26 +205,38 @@ def check_same_run(workdir, model_flags):
 
 
 def resume(model, workdir, name=None):
-    """Restores the newest complete checkpoint of workdir/checkpoints into `model`; returns the epoch to start at."""
+    """Restores the newest complete checkpoint of workdir/checkpoints into `model`.
+
+    Returns:
+        `(epoch, step_in_epoch)` to start at: the epochs the checkpoint completed, and the steps of the next one
+        it had trained (0 unless it was written inside an epoch: --checkpoint_every_steps, SIGTERM, Ctrl-C).
+    """
     from keras_mae import callbacks
 
     checkpoint_dir = os.path.join(workdir, "checkpoints")
     initial_epoch = callbacks.restore_latest(model, checkpoint_dir)
-    if initial_epoch:
-        what = f"Resuming {name} from epoch {initial_epoch}" if name else f"Resuming from epoch {initial_epoch}"
-        print(f"{what} (step {int(model.optimizer.iterations)}) in {checkpoint_dir}")
-    return initial_epoch
+    latest = callbacks.latest_checkpoint(checkpoint_dir)
+    if latest is None:
+        return 0, 0
+    step = latest["step_in_epoch"]
+    what = f"Resuming {name} from epoch {initial_epoch}" if name else f"Resuming from epoch {initial_epoch}"
+    where = f", {step} steps into epoch {initial_epoch + 1}" if step else ""
+    print(f"{what}{where} (step {int(model.optimizer.iterations)}) in {checkpoint_dir}")
+    return initial_epoch, step
 
 
-def fit(model, train, workdir, initial_epoch, steps, validation=None, validation_freq=1, validation_info=None,
+def fit(model, train, workdir, initial, steps, validation=None, validation_freq=1, validation_info=None,
         monitors=(), summaries=()):
-    """Trains from `initial_epoch` to --epochs with the callbacks every run has; stops in one line on a NaN loss.
+    """Trains from `initial` to --epochs with the callbacks every run has; stops in one line on a NaN loss or a
+    signal (SIGTERM, SIGINT: after a checkpoint, with exit code 128 + the signal's number).
 
     Args:
         model: compiled Keras model.
-        train: endless dataset of training batches.
+        train: endless dataset of training batches, or a function `(epoch, step_in_epoch) -> dataset` that starts
+            at that step (an epoch-indexed pipeline: a run resumed inside an epoch sees the very batches it would
+            have); a dataset is read from its start again for the rest of the epoch a resumed run was in.
         workdir: str. Receives checkpoints/, log.jsonl and tensorboard/.
-        initial_epoch: int. From `resume`.
+        initial: `(epoch, step_in_epoch)` from `resume`.
         steps: int. Steps per epoch.
         validation: dataset or None. Evaluated every `validation_freq` epochs.
         validation_info: dict or None. What the validation metrics were computed on, for log.jsonl.
@@ -230,19 +250,40 @@ def fit(model, train, workdir, initial_epoch, steps, validation=None, validation
     checkpoint_dir = os.path.join(workdir, "checkpoints")
     nan_guard = callbacks.StopOnNonFiniteLoss(checkpoint_dir)
     common.training_started()
-    if initial_epoch < FLAGS.epochs:
-        model.fit(
-            train, epochs=FLAGS.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
-            validation_data=validation, validation_freq=max(validation_freq, 1), verbose=FLAGS.verbose, shuffle=False,
-            callbacks=[
-                nan_guard,
-                *monitors,
-                callbacks.TrainingLog(FLAGS.batch_size, os.path.join(workdir, "log.jsonl"), validation=validation_info),
-                callbacks.EpochCheckpoint(checkpoint_dir, FLAGS.checkpoint_every, FLAGS.keep_checkpoints),
-                *summaries,
-                keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard"), write_graph=False),
-            ],
-        )
+    epoch, step = initial
+    data = train if callable(train) else (lambda epoch, step: train)
+    # A run resumed inside an epoch first trains that epoch's remaining steps, then the epochs after it.
+    phases = [(epoch, step, epoch + 1)] if step else []
+    phases += [(epoch + bool(step), 0, FLAGS.epochs)]
+    try:
+        for first, offset, last in phases:
+            if first >= last:
+                continue
+            checkpoint = callbacks.EpochCheckpoint(checkpoint_dir, FLAGS.checkpoint_every, FLAGS.keep_checkpoints,
+                                                   FLAGS.checkpoint_every_steps, initial_step=offset)
+            tensorboard = keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard"), write_graph=False)
+            with callbacks.StopOnSignal(checkpoint) as stop:
+                model.fit(
+                    data(first, offset), epochs=last, initial_epoch=first, steps_per_epoch=steps - offset,
+                    validation_data=validation, validation_freq=max(validation_freq, 1), verbose=FLAGS.verbose,
+                    shuffle=False,
+                    callbacks=[
+                        nan_guard,
+                        *monitors,
+                        callbacks.TrainingLog(FLAGS.batch_size, os.path.join(workdir, "log.jsonl"),
+                                              validation=validation_info, initial_step=offset),
+                        checkpoint,
+                        *summaries,
+                        tensorboard,
+                        stop,
+                    ],
+                )
+            if nan_guard.message:
+                break
+    except callbacks.Preempted as stopped:
+        tensorboard.on_train_end()  # flushes the event files (fit ended by the exception, not by its end)
+        print(f"{os.path.basename(sys.argv[0])}: {stopped}", file=sys.stderr)
+        sys.exit(stopped.exit_code)
     if nan_guard.message:
         raise SystemExit(f"{os.path.basename(sys.argv[0])}: {nan_guard.message}")
 

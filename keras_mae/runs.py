@@ -56,7 +56,10 @@ def write_run(workdir, model, record, mean, std):
 def save_exports(model, workdir):
     """Writes model.keras, encoder.keras and encoder.weights.h5, each written then renamed."""
     from keras_mae.utils.atomic import atomic_path
+    from keras_mae.utils.disk_space import require_free_space
 
+    # float32 weights (+ AdamW's two moments in model.keras); HDF5 cannot fail cleanly on a full disk.
+    require_free_space(os.path.join(workdir, MODEL_FILE), 4 * (3 * model.count_params() + 2 * model.encoder.count_params()))
     for obj, name in ((model, MODEL_FILE), (model.encoder, ENCODER_FILE)):
         with atomic_path(os.path.join(workdir, name)) as tmp:
             obj.save(tmp)

@@ -34,3 +34,27 @@ def run(command, check=True, timeout=400, env=None):
 def run_app(script, *args, check=True, timeout=400, env=None):
     """`run(app_command(script, *args))`: the CompletedProcess."""
     return run(app_command(script, *args), check=check, timeout=timeout, env=env)
+
+
+def _can_mount_a_small_disk():
+    """Whether `unshare` can make a private mount namespace with a tmpfs (root, or user namespaces allowed)."""
+    import shutil
+    import tempfile
+
+    if not shutil.which("unshare"):
+        return False
+    with tempfile.TemporaryDirectory() as mountpoint:
+        probe = ["unshare", "-rm", "sh", "-c", 'mount -t tmpfs -o size=1m tmpfs "$1"', "sh", mountpoint]
+        return subprocess.run(probe, capture_output=True).returncode == 0
+
+
+small_disk = pytest.mark.skipif(not _can_mount_a_small_disk(),
+                                reason="needs `unshare -rm` with tmpfs mounts (a real full disk)")
+
+
+def on_small_disk(command, mountpoint, size_mb, copy_to=None):
+    """`command` (a list) with a fresh `size_mb` MB tmpfs mounted at `mountpoint` in its own mount namespace:
+    a disk that really fills up. The tmpfs goes with the namespace: `copy_to` receives its files afterwards."""
+    script = ('mount -t tmpfs -o size="$3"m tmpfs "$1" || exit 97; mnt=$1; dest=$2; shift 3; "$@"; code=$?; '
+              'if [ -n "$dest" ]; then cp -a "$mnt/." "$dest"; fi; exit $code')
+    return ["unshare", "-rm", "sh", "-c", script, "sh", mountpoint, copy_to or "", str(size_mb), *command]

@@ -8,6 +8,7 @@ import time
 import keras
 
 from keras_mae.utils.atomic import atomic_path
+from keras_mae.utils.disk_space import out_of_space_as_one_line
 
 
 class TrainingLog(keras.callbacks.Callback):
@@ -21,17 +22,22 @@ class TrainingLog(keras.callbacks.Callback):
         path: str or None. JSON-lines file, one line per epoch (appended: resumed runs continue it).
         validation: dict or None. Written into every line that has validation metrics (`val_*`), to say
             what they were computed on, e.g. `{"val_split": "test", "val_images": 10000}`.
+        initial_step: int. Steps of the first epoch trained before this `fit` (resumed inside an epoch); its
+            line says `"resumed_at_step_in_epoch"`, as its means are over the steps after that. Defaults to 0.
     """
 
-    def __init__(self, batch_size, path=None, validation=None):
+    def __init__(self, batch_size, path=None, validation=None, initial_step=0):
         super().__init__()
         self.batch_size = batch_size
         self.path = path
         self.validation = dict(validation or {})
+        self.initial_step = initial_step
+        self._resumed_epoch = None
 
     def on_train_begin(self, logs=None):
         """On resume, moves the rows of epochs after the restored checkpoint (work a killed run lost, which this
         run trains again) to `<path minus .jsonl>.interrupted.jsonl`, so each epoch has one row in the log."""
+        self._resumed_epoch = "first" if self.initial_step else None
         if not (self.path and os.path.isfile(self.path)):
             return
         step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
@@ -40,12 +46,15 @@ class TrainingLog(keras.callbacks.Callback):
         kept = [line for line in lines if _step(line) <= step]
         if len(kept) == len(lines):
             return
-        with open(os.path.splitext(self.path)[0] + ".interrupted.jsonl", "a") as f:
+        interrupted = os.path.splitext(self.path)[0] + ".interrupted.jsonl"
+        with out_of_space_as_one_line(interrupted), open(interrupted, "a") as f:
             f.writelines(line for line in lines if _step(line) > step)
         with atomic_path(self.path) as temporary, open(temporary, "w") as f:
             f.writelines(kept)
 
     def on_epoch_begin(self, epoch, logs=None):
+        if self._resumed_epoch == "first":
+            self._resumed_epoch = epoch
         self._start, self._steps = time.perf_counter(), 0
         self._end = self._start
 
@@ -63,7 +72,9 @@ class TrainingLog(keras.callbacks.Callback):
                       "seconds": round(seconds, 3), **{k: float(v) for k, v in logs.items()}}
             if any(key.startswith("val_") for key in logs):
                 record.update(self.validation)
-            with open(self.path, "a") as f:
+            if epoch == self._resumed_epoch:
+                record["resumed_at_step_in_epoch"] = self.initial_step
+            with out_of_space_as_one_line(self.path), open(self.path, "a") as f:
                 f.write(json.dumps(record) + "\n")
 
 

@@ -68,22 +68,28 @@ class Source:
                 raise ValueError("Source needs `dataset`, or both `keys` and `decode_fn`.")
             self.dataset = self.decode_fn(self.keys)
 
-    def examples(self, shuffle_buffer=0, seed=None):
+    def examples(self, shuffle_buffer=0, seed=None, repeat=1, skip=0):
         """Returns `dataset`, shuffled at its cheapest point when asked.
 
         Args:
             shuffle_buffer: int. Shuffle buffer size; 0 or None for no shuffle.
             seed: int or None. Shuffle seed; each epoch reshuffles, deterministically.
+            repeat: int. Passes over the data, each reshuffled; -1 repeats forever. Defaults to 1.
+            skip: int or scalar tensor. Examples dropped from the start (after shuffling and repeating), before
+                they are decoded: the part of an epoch a resumed run has already trained on. Defaults to 0.
 
         Returns:
             `tf.data.Dataset` of `(uint8 image [H, W, C], int32 label)`.
         """
-        if not shuffle_buffer:
-            return self.dataset
-        shuffle = lambda ds: ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-        if self.keys is not None and self.decode_fn is not None:
-            return self.decode_fn(shuffle(self.keys))
-        return shuffle(self.dataset)
+        by_key = self.keys is not None and self.decode_fn is not None
+        examples = self.keys if by_key else self.dataset
+        if shuffle_buffer:
+            examples = examples.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        if repeat != 1:
+            examples = examples.repeat(repeat)
+        if not (isinstance(skip, int) and skip == 0):
+            examples = examples.skip(skip)
+        return self.decode_fn(examples) if by_key else examples
 
     @property
     def labels(self):

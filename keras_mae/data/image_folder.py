@@ -36,8 +36,17 @@ _MAX_NAMED = 10  # Unreadable files named in the summary line.
 _CHECKED = {}  # (root, files, full) -> problems; so pretrain + eval check a folder once.
 _WARNED = set()  # Files already reported by the lazy check.
 _PIL_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
-# Decoder per file: 0 is Pillow; 1 and 2 are TensorFlow for grey and RGB JPEGs.
+# Decoder per file: 0 is Pillow; 1 and 2 are TensorFlow for grey and RGB JPEGs. A JPEG that does not end with
+# its end-of-image marker (a truncated copy or download) goes to Pillow, whose failure names the file.
 _TF_JPEG_MODES = {"L": 1, "RGB": 2}
+_JPEG_END = b"\xff\xd9"
+
+
+def _ends_like_a_jpeg(path):
+    """Whether the file ends with JPEG's end-of-image marker (zero padding after it allowed)."""
+    with open(path, "rb") as f:
+        f.seek(max(f.seek(0, os.SEEK_END) - 64, 0))
+        return f.read().rstrip(b"\0").endswith(_JPEG_END)
 
 
 def list_image_files(root):
@@ -139,6 +148,8 @@ def _inspect(path, full):
     try:
         with Image.open(path) as image:  # Reads the header only.
             decoder = _TF_JPEG_MODES.get(image.mode, 0) if image.format == "JPEG" else 0
+            if decoder and not full and not _ends_like_a_jpeg(path):
+                decoder = 0
             if full:
                 image.draft(image.mode, (1, 1))  # JPEG: 1/8 scale, still reads every byte.
                 image.load()

@@ -52,7 +52,7 @@ def _batch(examples, batch_size, with_labels, drop_remainder):
 def make_pretrain_dataset(spec_or_source, image_size, batch_size, num_channels=None, seed=0,
                           augment=True, with_labels=False, split="train", data_dir=None,
                           shuffle_buffer=10000, drop_remainder=True, mean=None, std=None,
-                          steps_per_epoch=None, initial_epoch=0):
+                          steps_per_epoch=None, initial_epoch=0, initial_step=0):
     """Builds the MAE pretraining input: shuffled, augmented, normalised batches.
 
     Augmentation follows facebookresearch/mae `main_pretrain.py`: random resized
@@ -85,6 +85,11 @@ def make_pretrain_dataset(spec_or_source, image_size, batch_size, num_channels=N
             the data runs short. Defaults to None.
         initial_epoch: int. The first epoch produced, with `steps_per_epoch`:
             the epoch a resumed `fit` starts at. Defaults to 0.
+        initial_step: int. Batches of `initial_epoch` already trained on (a
+            run resumed from a checkpoint written inside an epoch): the
+            dataset starts at that epoch's next batch, exactly as an
+            uninterrupted run would have gone on; the skipped images are not
+            decoded. Needs `steps_per_epoch`. Defaults to 0.
 
     Returns:
         `tf.data.Dataset` of float32 `[batch, height, width, C]`, or of
@@ -112,8 +117,9 @@ def make_pretrain_dataset(spec_or_source, image_size, batch_size, num_channels=N
         return tf.ensure_shape(normalize(image, mean, std), shape), label
 
     if steps_per_epoch is None:
-        if initial_epoch:
-            raise ValueError(f"initial_epoch needs steps_per_epoch. Received: initial_epoch={initial_epoch!r}")
+        if initial_epoch or initial_step:
+            raise ValueError("initial_epoch and initial_step need steps_per_epoch. "
+                             f"Received: initial_epoch={initial_epoch!r}, initial_step={initial_step!r}")
         base = tf.constant(seed or 0, tf.int64)
         example_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).map(
             lambda noise: tf.stack([base, noise])
@@ -122,14 +128,19 @@ def make_pretrain_dataset(spec_or_source, image_size, batch_size, num_channels=N
         return _batch(examples.map(transform, num_parallel_calls=tf.data.AUTOTUNE), batch_size, with_labels,
                       drop_remainder)
     return _epochs(source, transform, batch_size, with_labels, shuffle_buffer, steps_per_epoch, initial_epoch,
-                   random.randrange(2**31) if seed is None else seed)
+                   initial_step, random.randrange(2**31) if seed is None else seed)
 
 
-def _epochs(source, transform, batch_size, with_labels, shuffle_buffer, steps_per_epoch, initial_epoch, seed):
+def _epochs(source, transform, batch_size, with_labels, shuffle_buffer, steps_per_epoch, initial_epoch, initial_step,
+            seed):
     """The endless, epoch-indexed pretraining pipeline: epoch e depends on (seed, e) only."""
-    for name, value, low in (("steps_per_epoch", steps_per_epoch, 1), ("initial_epoch", initial_epoch, 0)):
+    for name, value, low in (("steps_per_epoch", steps_per_epoch, 1), ("initial_epoch", initial_epoch, 0),
+                             ("initial_step", initial_step, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an int >= {low}. Received: {name}={value!r}")
+    if initial_step >= steps_per_epoch:
+        raise ValueError(f"initial_step must be < steps_per_epoch={steps_per_epoch} (a whole epoch is the next "
+                         f"initial_epoch). Received: initial_step={initial_step}")
     needed = steps_per_epoch * batch_size
     # Enough passes to fill an epoch even after files dropped while reading; bounded, so
     # a source that yields nothing ends the data (fit says so) rather than spinning.
@@ -141,8 +152,11 @@ def _epochs(source, transform, batch_size, with_labels, shuffle_buffer, steps_pe
         tf.compat.v1.set_random_seed(1)
         epoch_seed = tf.stack([tf.constant(seed, tf.int64), epoch])
         shuffle_seed = tf.random.stateless_uniform([], epoch_seed, minval=None, maxval=None, dtype=tf.int64)
-        examples = source.examples(shuffle_buffer, shuffle_seed).repeat(passes).take(needed)
-        examples = examples.enumerate().map(
+        # A resumed epoch starts after the images already trained on; each image keeps its index, hence its crop.
+        start = tf.where(epoch == initial_epoch, tf.constant(initial_step * batch_size, tf.int64), tf.constant(0, tf.int64))
+        examples = tf.data.Dataset.zip(tf.data.Dataset.range(start, needed),
+                                       source.examples(shuffle_buffer, shuffle_seed, repeat=passes, skip=start))
+        examples = examples.map(
             lambda i, example: transform(example, tf.random.experimental.stateless_fold_in(epoch_seed, i)),
             num_parallel_calls=tf.data.AUTOTUNE,
         )

@@ -6,6 +6,8 @@ import json
 import os
 import tempfile
 
+from keras_mae.utils.disk_space import out_of_space_as_one_line
+
 TEMPORARY_PREFIX = ".tmp-"
 
 
@@ -14,19 +16,21 @@ def atomic_path(path):
     """Yields a temporary path beside `path`; renames it onto `path` if the block succeeds.
 
     The temporary name keeps `path`'s suffix (Keras picks formats by suffix).
-    On failure the temporary file is removed and `path` is left untouched.
+    On failure the temporary file is removed and `path` is left untouched; running
+    out of space is a `DiskFullError` naming `path`.
     """
     directory, base = os.path.split(os.path.abspath(path))
     suffix = "".join(base.partition(".")[1:])
-    fd, tmp = tempfile.mkstemp(prefix=TEMPORARY_PREFIX, suffix=suffix, dir=directory)
-    os.close(fd)
-    os.remove(tmp)  # writers such as h5py want to create the file themselves
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with out_of_space_as_one_line(path):
+        fd, tmp = tempfile.mkstemp(prefix=TEMPORARY_PREFIX, suffix=suffix, dir=directory)
+        os.close(fd)
+        os.remove(tmp)  # writers such as h5py want to create the file themselves
+        try:
+            yield tmp
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
 
 
 def write_json_atomic(path, data):

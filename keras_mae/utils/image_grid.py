@@ -43,5 +43,6 @@ def write_png(path, image):
 
     from keras_mae.utils.atomic import atomic_path
 
-    with atomic_path(path) as tmp:
-        tf.io.write_file(tmp, tf.io.encode_png(np.asarray(image, "uint8")))
+    png = tf.io.encode_png(np.asarray(image, "uint8")).numpy()
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # Python's I/O: a full disk is a DiskFullError
+        f.write(png)

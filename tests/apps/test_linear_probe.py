@@ -182,3 +182,8 @@ def test_app_cached_features_with_random_init_comparison(tmp_path):
     # A user error is one line and exit code 2.
     bad = run_app("linear_probe.py", f"--encoder={tmp_path / 'missing'}", f"--workdir={probe_dir}", check=False)
     assert bad.returncode == 2 and "does not exist" in bad.stderr and "Traceback" not in bad.stderr
+    # Resuming with another schedule would mix two runs: refused in one line, naming the way out.
+    changed = run_app("linear_probe.py", *args[:-1], "--base_lr=0.5", "--verbose=0", check=False)
+    assert changed.returncode == 2 and "Traceback" not in changed.stderr
+    assert f"workdir '{probe_dir}' was trained with other flags (--base_lr=0.1 -> --base_lr=0.5)" in changed.stderr
+    assert "--allow_flag_change=base_lr" in changed.stderr

@@ -24,7 +24,7 @@ from PIL import Image
 
 import keras_mae
 from keras_mae import callbacks, data, optimizers
-from tests.run_app import APPS, ROOT, run
+from tests.run_app import APPS, ROOT, on_small_disk, run, small_disk
 
 SMOKE = os.path.join(APPS, "configs", "smoke.flags")
 # 3 epochs of 4 steps of 4 of the folder's 18 readable images, RGB; no reconstruction summaries (their
@@ -35,16 +35,25 @@ KILL_AT_STEP = 6  # Mid-epoch 2, after the epoch-1 checkpoint.
 # The quickest way to run one train step in process: compiled on JAX (eager JAX compiles every op), eager elsewhere.
 ONE_STEP = {"jit_compile": True} if keras.backend.backend() == "jax" else {"run_eagerly": True}
 
-# Runs pretrain.py, SIGKILLing itself right after optimizer step KILL_AT_STEP: a crash at a known point.
+# Runs pretrain.py, sending itself a signal (argv[1]) right after optimizer step argv[2] (the log's callback runs
+# before the checkpoint's): a crash (SIGKILL) or a preemption (SIGTERM, SIGINT) at a known point; or, for
+# FILL_DISK, filling the workdir's disk but for 100 kB.
 KILLER = f"""
-import os, runpy, signal, sys
+import os, runpy, shutil, signal, sys
 sys.path.insert(0, {APPS!r})
 from keras_mae.callbacks import TrainingLog
+fault, at_step = sys.argv.pop(1), int(sys.argv.pop(1))
+def fill_disk(workdir):
+    with open(os.path.join(workdir, "filler"), "wb") as f:
+        f.write(bytes(shutil.disk_usage(workdir).free - 100_000))
 after_batch = TrainingLog.on_train_batch_end
 def on_train_batch_end(self, batch, logs=None):
     after_batch(self, batch, logs)
-    if int(self.model.optimizer.iterations) == {KILL_AT_STEP}:
-        os.kill(os.getpid(), signal.SIGKILL)
+    if int(self.model.optimizer.iterations) == at_step:
+        if fault == "FILL_DISK":
+            fill_disk(os.path.dirname(self.path))
+        else:
+            os.kill(os.getpid(), getattr(signal, fault))
 TrainingLog.on_train_batch_end = on_train_batch_end
 sys.argv = [{os.path.join(APPS, "pretrain.py")!r}, *sys.argv[1:]]
 runpy.run_path(sys.argv[0], run_name="__main__")
@@ -187,7 +196,7 @@ def test_sigkill_mid_epoch_then_same_command_resumes_exactly(tmp_path, reference
     reference_run, _ = reference_run
     args = (f"--dataset={bad_folder[0]}", *RUN_ARGS)
     workdir = str(tmp_path / "killed")
-    killed = pretrain(workdir, *args, python=("-c", KILLER), env=app_env)
+    killed = pretrain(workdir, *args, python=("-c", KILLER, "SIGKILL", str(KILL_AT_STEP)), env=app_env)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert [epoch for epoch, _ in callbacks.complete_checkpoints(os.path.join(workdir, "checkpoints"))] == [1]
 
@@ -200,13 +209,95 @@ def test_sigkill_mid_epoch_then_same_command_resumes_exactly(tmp_path, reference
     assert resumed[0]["loss"] == expected[0]["loss"]  # Epoch 1 ran before the kill.
     for got, want in zip(resumed[1:], expected[1:]):  # No jump back to the untrained loss (1.6 here).
         assert got["loss"] == pytest.approx(want["loss"], rel=0.1)
-    # Final weights, optimizer moments and step: bit-identical to the uninterrupted run.
+    assert_same_final_checkpoint(workdir, reference_run)
+    assert [r["loss"] for r in resumed] == [r["loss"] for r in expected]
+
+
+def assert_same_final_checkpoint(workdir, reference_run):
+    """The final weights, optimizer moments and step are bit-identical to the uninterrupted run's."""
     final = "checkpoints/epoch_0003.weights.h5"
     got, want = h5_arrays(os.path.join(workdir, final)), h5_arrays(os.path.join(reference_run, final))
     assert got.keys() == want.keys()
     exact = all(np.array_equal(got[name], want[name]) for name in want)
     assert exact, {name: float(np.max(np.abs(got[name] - want[name]))) for name in want if got[name].size}
-    assert [r["loss"] for r in resumed] == [r["loss"] for r in expected]
+
+
+@pytest.mark.slow
+@pytest.mark.faults
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
+def test_preemption_checkpoints_mid_epoch_and_the_same_command_resumes_exactly(tmp_path, reference_run, bad_folder,
+                                                                              app_env, signal_name):
+    if signal_name == "SIGINT" and keras.backend.backend() != "torch":
+        pytest.skip("the signal's handling is the backend's; SIGINT (same handler as SIGTERM) on torch only")
+    reference_run, _ = reference_run
+    args = (f"--dataset={bad_folder[0]}", *RUN_ARGS)
+    workdir = str(tmp_path / "preempted")
+    stopped = pretrain(workdir, *args, python=("-c", KILLER, signal_name, str(KILL_AT_STEP)), env=app_env)
+    signum = getattr(signal, signal_name)
+    assert stopped.returncode == 128 + signum, stopped.stderr[-3000:]
+    message = [line for line in stopped.stderr.splitlines() if line.startswith("pretrain.py:")]
+    assert message == [f"pretrain.py: stopped by {signal_name} after epoch 1 and 2 steps of epoch 2; checkpoint "
+                       f"written: {workdir}/checkpoints/epoch_0001_step_000002.weights.h5. Rerun the same command "
+                       "to resume."], stopped.stderr[-3000:]
+    assert "Traceback" not in stopped.stderr
+    records = callbacks.checkpoint_records(os.path.join(workdir, "checkpoints"))
+    assert [(r["epoch"], r["step_in_epoch"], r["step"]) for r in records] == [(1, 0, 4), (1, 2, 6)]
+    assert [r["epoch"] for r in read_log(workdir)] == [1]  # no row for the unfinished epoch
+
+    result = check(pretrain(workdir, *args, env=app_env))  # The same command again.
+    assert "Resuming from epoch 1, 2 steps into epoch 2 (step 6)" in result.stdout
+    resumed, expected = read_log(workdir), read_log(reference_run)
+    assert [(r["epoch"], r["step"]) for r in resumed] == [(r["epoch"], r["step"]) for r in expected]
+    assert resumed[1]["resumed_at_step_in_epoch"] == 2 and "resumed_at_step_in_epoch" not in resumed[2]
+    assert_same_final_checkpoint(workdir, reference_run)
+    # The mid-epoch checkpoint made way for the epoch checkpoints after it.
+    assert [(r["epoch"], r["step_in_epoch"]) for r in callbacks.checkpoint_records(
+        os.path.join(workdir, "checkpoints"))] == [(1, 0), (2, 0), (3, 0)]
+
+
+@pytest.mark.slow
+@pytest.mark.faults
+def test_checkpoint_every_steps_resumes_a_crash_from_inside_the_epoch(tmp_path, reference_run, bad_folder, app_env):
+    reference_run, _ = reference_run
+    args = (f"--dataset={bad_folder[0]}", *RUN_ARGS, "--checkpoint_every_steps=3")
+    workdir = str(tmp_path / "killed")
+    killed = pretrain(workdir, *args, python=("-c", KILLER, "SIGKILL", "8"), env=app_env)  # the end of epoch 2
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    records = callbacks.checkpoint_records(os.path.join(workdir, "checkpoints"))
+    # Epoch 1's and step 6's (step 3's was deleted once epoch 1's was complete); none at step 8, killed first.
+    assert [(r["epoch"], r["step_in_epoch"]) for r in records] == [(1, 0), (1, 2)]
+    result = check(pretrain(workdir, *args, env=app_env))
+    assert "Resuming from epoch 1, 2 steps into epoch 2 (step 6)" in result.stdout
+    assert_same_final_checkpoint(workdir, reference_run)
+
+
+@small_disk
+@pytest.mark.slow
+@pytest.mark.faults
+def test_a_disk_that_fills_during_the_run_stops_in_one_line_and_the_run_resumes(tmp_path, reference_run,
+                                                                                bad_folder, app_env):
+    reference_run, _ = reference_run
+    args = (f"--dataset={bad_folder[0]}", *RUN_ARGS)
+    disk, copy = str(tmp_path / "disk"), str(tmp_path / "copy")
+    os.makedirs(disk), os.makedirs(copy)
+    workdir = os.path.join(disk, "run")
+    command = [sys.executable, "-c", KILLER, "FILL_DISK", str(KILL_AT_STEP), f"--flagfile={SMOKE}",
+               f"--workdir={workdir}", *args]
+    full = run(on_small_disk(command, disk, size_mb=64, copy_to=copy), check=False, timeout=600, env=app_env)
+    assert full.returncode == 1, full.stderr[-3000:]  # not 139: no crash
+    errors = [line for line in full.stderr.splitlines() if line.startswith("pretrain.py:")]
+    assert len(errors) == 1 and errors[0].startswith(
+        f"pretrain.py: error: No space left on the device for {workdir}/checkpoints/epoch_0002.weights.h5: "
+        "it needs about "), full.stderr[-3000:]
+    assert "Traceback" not in full.stderr and "Exception ignored" not in full.stderr
+    copied = os.path.join(copy, "run")
+    assert not glob.glob(os.path.join(copied, "**", ".tmp-*"), recursive=True)
+    assert [epoch for epoch, _ in callbacks.complete_checkpoints(os.path.join(copied, "checkpoints"))] == [1]
+    # With space again (here: the workdir copied to a roomy disk), the same command resumes from epoch 1 and
+    # ends where an uninterrupted run does.
+    os.remove(os.path.join(copied, "filler"))
+    check(pretrain(copied, *args, env=app_env))
+    assert_same_final_checkpoint(copied, reference_run)
 
 
 def test_checkpoint_restores_masking_noise(tiny_config, tmp_path):

@@ -124,11 +124,20 @@ def test_bad_files_are_skipped_and_named_once(tmp_path, caplog):
     assert batch.shape == (2, 16, 16, 3)
 
 
-def test_lazy_check_drops_truncated_files_in_the_pipeline(tmp_path):
+def test_lazy_check_drops_truncated_files_in_the_pipeline_and_names_them(tmp_path, caplog):
     _write_bad_folder(str(tmp_path))
+    _save(f"{tmp_path}/whole.jpg", np.random.RandomState(1).randint(0, 255, (32, 32, 3)).astype(np.uint8), fmt="JPEG")
+    image_folder._WARNED.clear()
     source = image_folder.load_image_folder(str(tmp_path), full_check=False)
-    assert source.num_examples == 3  # The header check lets the truncated JPEG through,
-    assert len(_examples(source.dataset)) == 2  # the pipeline's decode drops it.
+    assert source.num_examples == 4  # The header check lets the truncated JPEG through,
+    # ... but not to TensorFlow's fast JPEG decoder (whose error names no file): whole JPEGs only go there.
+    assert dict(zip(source.files, source.key_table[2])) == {
+        f"{tmp_path}/{name}": decoder for name, decoder in
+        (("good.png", 0), ("tiny.png", 0), ("truncated.jpg", 0), ("whole.jpg", 2))}
+    with caplog.at_level(logging.WARNING):
+        assert len(_examples(source.dataset)) == 3  # the pipeline's decode drops it, naming it.
+    (line,) = [r.getMessage() for r in caplog.records if "truncated.jpg" in r.getMessage()]
+    assert line.startswith(f"Skipped unreadable file {tmp_path}/truncated.jpg (OSError: image file is truncated")
 
 
 def test_summary_line_is_truncated(tmp_path, caplog):
