@@ -5,12 +5,14 @@
 The run is apps/pretrain.py with apps/configs/smoke.flags (a 1-block ViT-Tiny MAE on Fashion-MNIST) for
 `--epochs` epochs of `--steps` steps, checkpointing every `--checkpoint_every_steps` steps as well as at
 epoch ends, so a good share of the moments fall inside checkpoint writes. One uninterrupted run is the
-reference. Each trial starts the same run in a fresh workdir, sends it SIGKILL (or, one trial in four,
-SIGTERM) at a random moment between the first optimizer step and the end of training, then reruns the same
+reference; it also measures the training span (from the checkpoint folder's creation, just before `fit`, to
+the process's end). Each trial starts the same run in a fresh workdir, waits for its checkpoint folder, sends
+it SIGKILL (or, one trial in four, SIGTERM) at a random moment of the training span, then reruns the same
 command until it finishes. Checked after every resume: exit codes (0; 143 for a SIGTERM that arrived in
 training, or -9), the final weights, optimizer moments and step bit-identical to the reference's, one
-log.jsonl row per epoch, no `.tmp-*` file left. Where each kill landed (start-up, training step, inside a
-checkpoint write: a `.tmp-*` file present just after the kill) is counted. Not a test: numbers go to
+log.jsonl row per epoch, no `.tmp-*` file left. Where each kill landed (a training step, inside a
+checkpoint write: a `.tmp-*` file present just after the kill, or the final exports after training) is
+counted. Not a test: numbers go to
 BENCHMARKS.md.
 """
 
@@ -52,6 +54,15 @@ def final_checkpoint(workdir, epochs):
     return os.path.join(workdir, "checkpoints", f"epoch_{epochs:04d}.weights.h5")
 
 
+def wait_for_training(process, workdir):
+    """Waits until the run's checkpoint folder exists (training is about to start); returns the time then."""
+    while not os.path.isdir(os.path.join(workdir, "checkpoints")):
+        if process.poll() is not None:
+            raise SystemExit(f"the run ended (exit {process.returncode}) before training")
+        time.sleep(0.02)
+    return time.perf_counter()
+
+
 def steps_done(workdir):
     """The newest log row's step (0 when none): how far the run got by epoch ends."""
     path = os.path.join(workdir, "log.jsonl")
@@ -66,8 +77,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=6, help="Steps per epoch.")
-    parser.add_argument("--checkpoint_every_steps", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=10, help="Steps per epoch.")
+    parser.add_argument("--checkpoint_every_steps", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0, help="Seed of the kill moments.")
     args = parser.parse_args()
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
@@ -75,27 +86,31 @@ def main():
     root = tempfile.mkdtemp(prefix="kill_resume_")
 
     reference = os.path.join(root, "reference")
-    start = time.perf_counter()
-    subprocess.run(command(reference, args), check=True, capture_output=True, env=env)
-    duration = time.perf_counter() - start
+    process = subprocess.Popen(command(reference, args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env=env)
+    train_start = wait_for_training(process, reference)
+    process.wait()
+    if process.returncode:
+        sys.exit(f"the reference run failed (exit {process.returncode})")
+    span = time.perf_counter() - train_start
     want = h5_arrays(final_checkpoint(reference, args.epochs))
-    print(f"backend {os.environ.get('KERAS_BACKEND', 'tensorflow')}: reference run {duration:.1f} s "
+    print(f"backend {os.environ.get('KERAS_BACKEND', 'tensorflow')}: reference training span {span:.1f} s "
           f"({args.epochs} epochs x {args.steps} steps, checkpoints every {args.checkpoint_every_steps} steps)")
 
-    landed, failures, resume_seconds = {"start-up": 0, "training": 0, "checkpoint write": 0}, [], []
+    landed, failures, resume_seconds = {"training step": 0, "checkpoint write": 0, "exports": 0}, [], []
     for trial in range(args.kills):
         workdir = os.path.join(root, f"trial_{trial:02d}")
         signum = signal.SIGTERM if trial % 4 == 3 else signal.SIGKILL
-        moment = rng.uniform(0.05, 1.0) * duration
+        moment = rng.uniform(0.0, 1.0) * span
         process = subprocess.Popen(command(workdir, args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                    env=env, text=True)
+        wait_for_training(process, workdir)
         time.sleep(moment)
         process.send_signal(signum)
         temporaries = glob.glob(os.path.join(workdir, "**", ".tmp-*"), recursive=True)
+        trained = os.path.isfile(final_checkpoint(workdir, args.epochs))
         _, stderr = process.communicate()
-        started = os.path.isfile(os.path.join(workdir, "log.jsonl")) or glob.glob(
-            os.path.join(workdir, "checkpoints", "*.json"))
-        where = "checkpoint write" if temporaries else ("training" if started else "start-up")
+        where = "checkpoint write" if temporaries else ("exports" if trained else "training step")
         landed[where] += 1
         codes = [process.returncode]
         resumed_at = steps_done(workdir)
@@ -122,7 +137,7 @@ def main():
                 [line for line in stderr.splitlines() if line.startswith("pretrain.py:")]) != 1:
             problems.append("SIGTERM: not one line")
         status = "ok" if not problems else "FAILED: " + "; ".join(problems)
-        print(f"trial {trial:2d}: {signal.Signals(signum).name} at {moment:5.1f} s ({where}, log at step "
+        print(f"trial {trial:2d}: {signal.Signals(signum).name} {moment:5.1f} s into training ({where}, log at step "
               f"{resumed_at}), exits {codes}: {status}", flush=True)
         if problems:
             failures.append(trial)

@@ -210,6 +210,42 @@ class MaskedAutoencoder(keras.Model):
         batch = ops.shape(images)[0]
         return self.masking.sample_noise(batch, self.encoder.num_patches, seed=self.eval_mask_seed)
 
+    def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None, weighted_metrics=None,
+                **kwargs):
+        """`keras.Model.compile` without `loss`, `loss_weights`, `metrics` or `weighted_metrics`.
+
+        The model computes its own loss (the official masked-patch MSE, on normalised patches with
+        `norm_pix_loss`), so a loss or metrics given here would be silently ignored: they are refused instead.
+        Metrics beyond the loss come from callbacks, e.g. `keras_mae.callbacks.KNNMonitor`.
+        """
+        given = {name: value for name, value in (("loss", loss), ("loss_weights", loss_weights), ("metrics", metrics),
+                                                 ("weighted_metrics", weighted_metrics)) if value is not None}
+        if given:
+            received = ", ".join(f"{name}={value!r}" for name, value in given.items())
+            raise ValueError(
+                f"MaskedAutoencoder computes its own loss (the masked-patch reconstruction MSE; norm_pix_loss picks "
+                f"its target), so compile takes only an optimizer and the training options. Received: {received}. "
+                "Drop them; for other metrics use callbacks (keras_mae.callbacks.KNNMonitor).")
+        super().compile(optimizer=optimizer, **kwargs)
+
+    def compile_from_config(self, config):
+        """Compiles a loaded `.keras` file's model as it was saved (what Keras does for a model whose `compile` it
+        does not override); a loss or metrics in an older file's config, which never applied, are dropped."""
+        config = keras.saving.deserialize_keras_object(config)
+        for name in ("loss", "loss_weights", "metrics", "weighted_metrics"):
+            config.pop(name, None)
+        self.compile(**config)
+        if getattr(self, "optimizer", None) is not None and self.built:
+            self.optimizer.build(self.trainable_variables)  # its variables, for the saved values to load into
+
+    def fit(self, *args, **kwargs):
+        steps.refuse_weights(kwargs)  # before any step runs (a failed jitted step leaves JAX's state detached)
+        return super().fit(*args, **kwargs)
+
+    def evaluate(self, *args, **kwargs):
+        steps.refuse_weights(kwargs)
+        return super().evaluate(*args, **kwargs)
+
     def train_step(self, *args):
         return steps.train_step(self, *args)
 

@@ -23,7 +23,7 @@ from keras.utils import unpack_x_y_sample_weight
 def train_step(model, *args):
     """`fit`'s step: `(data)`, or `(state, data)` on JAX, which also gets the new state back."""
     state, data = _state_and_data(args)
-    images, _, _ = unpack_x_y_sample_weight(data)
+    images = _images(data)
     variables = model.trainable_variables
     with _StepState(model, state, training=True) as step:
 
@@ -41,12 +41,32 @@ def train_step(model, *args):
 def test_step(model, *args):
     """`evaluate`'s step: the loss on the model's fixed evaluation masks (`eval_mask_seed`)."""
     state, data = _state_and_data(args)
-    images, _, _ = unpack_x_y_sample_weight(data)
+    images = _images(data)
     with _StepState(model, state, training=False) as step:
         loss = model.compute_reconstruction_loss(images, training=False, noise=model.evaluation_noise(images))
         model.loss_tracker.update_state(loss)
         logs = {"loss": model.loss_tracker.result()}
     return step.returned(logs)
+
+
+_NO_WEIGHTS = ("MaskedAutoencoder does not weight its loss by sample_weight (or class_weight): the loss is the mean "
+               "over the batch's masked patches, as in the official code. Received {}; pass images, or (images, "
+               "labels), and no sample_weight or class_weight.")
+
+
+def refuse_weights(fit_arguments):
+    """A one-line ValueError if `fit` / `evaluate` keyword arguments give sample or class weights."""
+    given = [name for name in ("sample_weight", "class_weight") if fit_arguments.get(name) is not None]
+    if given:
+        raise ValueError(_NO_WEIGHTS.format(" and ".join(f"a {name}" for name in given)))
+
+
+def _images(data):
+    """The images of a batch: `images` or `(images, labels)` (labels unused); sample weights are refused."""
+    images, _, sample_weight = unpack_x_y_sample_weight(data)
+    if sample_weight is not None:
+        raise ValueError(_NO_WEIGHTS.format("a sample_weight in the data"))
+    return images
 
 
 def _tf_gradients(loss_fn, variables, step):

@@ -111,6 +111,30 @@ def test_fit_accepts_labels_and_tf_data_and_evaluates(tiny_config):
     assert np.isfinite(model.evaluate(ds, verbose=0, return_dict=True)["loss"])
 
 
+def test_compile_refuses_a_loss_or_metrics_and_fit_refuses_sample_weights(tiny_config):
+    model = make(tiny_config)
+    for arguments, named in (({"loss": "mse"}, "loss='mse'"), ({"metrics": ["mae"]}, "metrics=['mae']"),
+                             ({"loss_weights": [1.0]}, "loss_weights=[1.0]"),
+                             ({"weighted_metrics": ["mae"]}, "weighted_metrics=['mae']")):
+        with pytest.raises(ValueError, match="computes its own loss") as error:
+            model.compile(optimizer="adamw", **arguments)
+        assert named in str(error.value) and "\n" not in str(error.value)
+    model.compile(optimizer="adamw")
+    x = images_for(tiny_config, n=4)
+    with pytest.raises(ValueError, match="does not weight its loss by sample_weight"):
+        model.fit(x, np.zeros(4), sample_weight=np.ones(4), batch_size=4, verbose=0)
+    with pytest.raises(ValueError, match="does not weight its loss by sample_weight"):
+        model.fit(x, np.arange(4) % 2, class_weight={0: 1.0, 1: 2.0}, batch_size=4, verbose=0)
+    with pytest.raises(ValueError, match="does not weight its loss by sample_weight"):
+        model.evaluate(x, np.zeros(4), sample_weight=np.ones(4), batch_size=4, verbose=0)
+    assert np.isfinite(model.fit(x, np.zeros(4), batch_size=4, verbose=0).history["loss"][0])  # still trains
+    import tensorflow as tf
+
+    weighted = tf.data.Dataset.from_tensor_slices((x, np.zeros(4), np.ones(4, "float32"))).batch(4)
+    with pytest.raises(ValueError, match="Received a sample_weight in the data"):
+        model.fit(weighted, verbose=0)
+
+
 @pytest.mark.parametrize("mask_strategy", ["random", "block"])
 def test_evaluate_masks_are_fixed_and_leave_the_training_masks_alone(tiny_config, mask_strategy):
     x = images_for(tiny_config, n=8)
