@@ -6,8 +6,8 @@ The run is apps/pretrain.py with apps/configs/smoke.flags (a 1-block ViT-Tiny MA
 `--epochs` epochs of `--steps` steps, checkpointing every `--checkpoint_every_steps` steps as well as at
 epoch ends, so a good share of the moments fall inside checkpoint writes. One uninterrupted run is the
 reference; it also measures the training span (from the checkpoint folder's creation, just before `fit`, to
-the process's end). Each trial starts the same run in a fresh workdir, waits for its checkpoint folder, sends
-it SIGKILL (or, one trial in four, SIGTERM) at a random moment of the training span, then reruns the same
+the last checkpoint). Each trial starts the same run in a fresh workdir, waits for its checkpoint folder, sends
+it SIGKILL (or, one trial in four, SIGTERM) at a random moment of 1.1 training spans, then reruns the same
 command until it finishes. Checked after every resume: exit codes (0; 143 for a SIGTERM that arrived in
 training, or -9), the final weights, optimizer moments and step bit-identical to the reference's, one
 log.jsonl row per epoch, no `.tmp-*` file left. Where each kill landed (a training step, inside a
@@ -89,10 +89,13 @@ def main():
     process = subprocess.Popen(command(reference, args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                env=env)
     train_start = wait_for_training(process, reference)
+    final_json = final_checkpoint(reference, args.epochs).replace(".weights.h5", ".json")
+    while not os.path.isfile(final_json) and process.poll() is None:
+        time.sleep(0.02)
+    span = time.perf_counter() - train_start  # to the last checkpoint; the exports come after
     process.wait()
     if process.returncode:
         sys.exit(f"the reference run failed (exit {process.returncode})")
-    span = time.perf_counter() - train_start
     want = h5_arrays(final_checkpoint(reference, args.epochs))
     print(f"backend {os.environ.get('KERAS_BACKEND', 'tensorflow')}: reference training span {span:.1f} s "
           f"({args.epochs} epochs x {args.steps} steps, checkpoints every {args.checkpoint_every_steps} steps)")
@@ -101,7 +104,7 @@ def main():
     for trial in range(args.kills):
         workdir = os.path.join(root, f"trial_{trial:02d}")
         signum = signal.SIGTERM if trial % 4 == 3 else signal.SIGKILL
-        moment = rng.uniform(0.0, 1.0) * span
+        moment = rng.uniform(0.0, 1.1) * span  # a tenth of the moments in the exports after training
         process = subprocess.Popen(command(workdir, args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                    env=env, text=True)
         wait_for_training(process, workdir)

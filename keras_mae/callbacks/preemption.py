@@ -44,8 +44,9 @@ class Preempted(Exception):
 class StopOnSignal(keras.callbacks.Callback):
     """On SIGTERM or SIGINT during `fit`: after the current step, `checkpoint.save_current()`, then `Preempted`.
 
-    Place it after `checkpoint` (and last) in the callback list. A signal that arrives between steps (validation,
-    an epoch's callbacks) stops after the epoch's end callbacks, or at the next step. The handlers are installed
+    Place it after `checkpoint` (and last) in the callback list. A signal during an epoch's last step, or between
+    steps (validation, an epoch's callbacks), stops after that epoch's end callbacks (its logs and checkpoint),
+    or at the next step. The handlers are installed
     from `on_train_begin` (or entering the `with` block) to `on_train_end` (or leaving it), in the main thread
     only; outside them the previous handlers act.
 
@@ -104,7 +105,8 @@ class StopOnSignal(keras.callbacks.Callback):
         self.uninstall()
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.received is not None:
+        # After an epoch's last step its end's callbacks run first (its log row, its checkpoint): on_epoch_end stops.
+        if self.received is not None and self.checkpoint.position[1]:
             self._stop(logs)
 
     def on_epoch_end(self, epoch, logs=None):

@@ -24,7 +24,7 @@ from PIL import Image
 
 import keras_mae
 from keras_mae import callbacks, data, optimizers
-from tests.run_app import APPS, ROOT, on_small_disk, run, small_disk
+from tests.run_app import APPS, ROOT, backend_independent, on_small_disk, run, small_disk
 
 SMOKE = os.path.join(APPS, "configs", "smoke.flags")
 # 3 epochs of 4 steps of 4 of the folder's 18 readable images, RGB; no reconstruction summaries (their
@@ -191,6 +191,7 @@ def test_epoch_e_batches_depend_only_on_seed_and_e(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.faults
 def test_sigkill_mid_epoch_then_same_command_resumes_exactly(tmp_path, reference_run, bad_folder, app_env,
                                                              tiny_config):
     reference_run, _ = reference_run
@@ -255,6 +256,7 @@ def test_preemption_checkpoints_mid_epoch_and_the_same_command_resumes_exactly(t
         os.path.join(workdir, "checkpoints"))] == [(1, 0), (2, 0), (3, 0)]
 
 
+@backend_independent  # the step checkpoint's save is test_preemption's on every backend
 @pytest.mark.slow
 @pytest.mark.faults
 def test_checkpoint_every_steps_resumes_a_crash_from_inside_the_epoch(tmp_path, reference_run, bad_folder, app_env):
@@ -272,6 +274,7 @@ def test_checkpoint_every_steps_resumes_a_crash_from_inside_the_epoch(tmp_path, 
 
 
 @small_disk
+@backend_independent  # the writes are tests/utils/test_disk_space.py's on every backend
 @pytest.mark.slow
 @pytest.mark.faults
 def test_a_disk_that_fills_during_the_run_stops_in_one_line_and_the_run_resumes(tmp_path, reference_run,
@@ -304,6 +307,7 @@ def test_checkpoint_restores_masking_noise(tiny_config, tmp_path):
     assert restores_masking_noise(tiny_config, str(tmp_path))
 
 
+@pytest.mark.faults
 def test_crash_while_writing_a_checkpoint_leaves_the_previous_one_usable(tiny_config, tmp_path, monkeypatch):
     directory = str(tmp_path / "checkpoints")
     model = tiny_model(tiny_config)

@@ -1,6 +1,7 @@
 """Preemption: a signal during `fit` finishes the step, writes that step's checkpoint and raises `Preempted`;
 step checkpoints inside epochs; and a run resumed inside an epoch ends where an uninterrupted one does."""
 
+import json
 import os
 import signal
 
@@ -10,6 +11,8 @@ import pytest
 
 import keras_mae
 from keras_mae import callbacks, data, optimizers
+
+pytestmark = pytest.mark.faults
 
 STEPS = 4  # per epoch
 ONE_STEP = {"jit_compile": True} if keras.backend.backend() == "jax" else {"run_eagerly": True}
@@ -70,6 +73,20 @@ def test_sigterm_finishes_the_step_saves_it_and_raises_preempted(tiny_config, tm
     assert int(fresh.optimizer.iterations) == STEPS + 3
     for got, want in zip(weights(fresh), sender.weights):
         np.testing.assert_array_equal(got, want)
+
+
+def test_a_signal_in_an_epoch_s_last_step_lets_the_epoch_end_first(tiny_config, tmp_path):
+    directory, log = str(tmp_path / "checkpoints"), str(tmp_path / "log.jsonl")
+    model = compiled(tiny_config)
+    checkpoint = callbacks.EpochCheckpoint(directory)
+    with pytest.raises(callbacks.Preempted) as stopped:
+        model.fit(images(tiny_config), epochs=3, steps_per_epoch=STEPS, verbose=0,
+                  callbacks=[SignalAt(STEPS), callbacks.TrainingLog(2, log), checkpoint,
+                             callbacks.StopOnSignal(checkpoint)])
+    assert stopped.value.position == (1, 0)
+    assert stopped.value.checkpoint == os.path.join(directory, "epoch_0001.weights.h5")
+    with open(log) as f:  # the epoch's row is written: the resumed run starts at epoch 2 and needs it
+        assert [json.loads(line)["epoch"] for line in f] == [1]
 
 
 def test_resumed_inside_an_epoch_ends_where_an_uninterrupted_run_does(tiny_config, tmp_path):
