@@ -59,7 +59,8 @@ def save_exports(model, workdir):
     from keras_mae.utils.disk_space import require_free_space
 
     # float32 weights (+ AdamW's two moments in model.keras); HDF5 cannot fail cleanly on a full disk.
-    require_free_space(os.path.join(workdir, MODEL_FILE), 4 * (3 * model.count_params() + 2 * model.encoder.count_params()))
+    require_free_space(os.path.join(workdir, MODEL_FILE),
+                       4 * (3 * model.count_params() + 2 * model.encoder.count_params()))
     for obj, name in ((model, MODEL_FILE), (model.encoder, ENCODER_FILE)):
         with atomic_path(os.path.join(workdir, name)) as tmp:
             obj.save(tmp)
@@ -79,16 +80,17 @@ def load_pretrained(workdir, part="model"):
     """
     import keras
 
-    from keras_mae.callbacks.checkpoint import complete_checkpoints
+    from keras_mae.callbacks.checkpoint import latest_checkpoint
     from keras_mae.models.masked_autoencoder import MaskedAutoencoder
 
     final = os.path.join(workdir, ENCODER_FILE if part == "encoder" else MODEL_FILE)
     if os.path.isfile(final):
         return keras.saving.load_model(final, compile=False), final, final
-    checkpoints = complete_checkpoints(os.path.join(workdir, CHECKPOINT_DIR))
-    if not checkpoints:
+    latest = latest_checkpoint(os.path.join(workdir, CHECKPOINT_DIR))
+    if latest is None:
         raise ValueError(f"{workdir!r} has neither {os.path.basename(final)} nor a complete checkpoint; pretrain first.")
-    epoch, weights = checkpoints[-1]
+    weights, epoch, step = latest["weights"], latest["epoch"], latest["step_in_epoch"]
     model = MaskedAutoencoder.from_config(read_run(workdir)["model_config"])
     model.load_weights(weights, skip_mismatch=False)  # the optimizer variables in the file are skipped
-    return (model.encoder if part == "encoder" else model), f"{weights} (epoch {epoch})", weights
+    where = f"epoch {epoch}" + (f" and {step} steps of epoch {epoch + 1}" if step else "")
+    return (model.encoder if part == "encoder" else model), f"{weights} ({where})", weights

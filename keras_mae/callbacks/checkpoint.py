@@ -2,6 +2,7 @@
 
 import glob
 import json
+import math
 import os
 
 import keras
@@ -78,7 +79,7 @@ def restore_latest(model, directory):
 def _finite(logs):
     """Whether the logs' loss (if any) is finite: no checkpoint is written after a NaN or Inf."""
     loss = (logs or {}).get("loss")
-    return loss is None or (float(loss) == float(loss) and abs(float(loss)) != float("inf"))
+    return loss is None or math.isfinite(float(loss))
 
 
 def _seed_states(model):
@@ -127,11 +128,12 @@ class EpochCheckpoint(keras.callbacks.Callback):
         os.makedirs(directory, exist_ok=True)
 
     def on_train_begin(self, logs=None):
-        self._first_epoch = True
+        self._first_epoch = None
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._offset = self.initial_step if self._first_epoch else 0
-        self._first_epoch = False
+        if self._first_epoch is None:
+            self._first_epoch = epoch
+        self._offset = self.initial_step if epoch == self._first_epoch else 0
         self._epoch_length = self._offset + (self.params or {}).get("steps", 0)
         self.position = (epoch, self._offset)
 

@@ -32,12 +32,12 @@ class TrainingLog(keras.callbacks.Callback):
         self.path = path
         self.validation = dict(validation or {})
         self.initial_step = initial_step
-        self._resumed_epoch = None
+        self._first_epoch = None
 
     def on_train_begin(self, logs=None):
         """On resume, moves the rows of epochs after the restored checkpoint (work a killed run lost, which this
         run trains again) to `<path minus .jsonl>.interrupted.jsonl`, so each epoch has one row in the log."""
-        self._resumed_epoch = "first" if self.initial_step else None
+        self._first_epoch = None
         if not (self.path and os.path.isfile(self.path)):
             return
         step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
@@ -53,8 +53,8 @@ class TrainingLog(keras.callbacks.Callback):
             f.writelines(kept)
 
     def on_epoch_begin(self, epoch, logs=None):
-        if self._resumed_epoch == "first":
-            self._resumed_epoch = epoch
+        if self._first_epoch is None:
+            self._first_epoch = epoch
         self._start, self._steps = time.perf_counter(), 0
         self._end = self._start
 
@@ -72,7 +72,7 @@ class TrainingLog(keras.callbacks.Callback):
                       "seconds": round(seconds, 3), **{k: float(v) for k, v in logs.items()}}
             if any(key.startswith("val_") for key in logs):
                 record.update(self.validation)
-            if epoch == self._resumed_epoch:
+            if self.initial_step and epoch == self._first_epoch:
                 record["resumed_at_step_in_epoch"] = self.initial_step
             with out_of_space_as_one_line(self.path), open(self.path, "a") as f:
                 f.write(json.dumps(record) + "\n")

@@ -42,11 +42,13 @@ _TF_JPEG_MODES = {"L": 1, "RGB": 2}
 _JPEG_END = b"\xff\xd9"
 
 
-def _ends_like_a_jpeg(path):
-    """Whether the file ends with JPEG's end-of-image marker (zero padding after it allowed)."""
-    with open(path, "rb") as f:
-        f.seek(max(f.seek(0, os.SEEK_END) - 64, 0))
-        return f.read().rstrip(b"\0").endswith(_JPEG_END)
+def _ends_like_a_jpeg(image):
+    """Whether the open JPEG `image`'s file ends with the end-of-image marker (zero padding after it allowed).
+
+    Reads the last 64 bytes through Pillow's own file object: no second open per file."""
+    f = image.fp
+    f.seek(max(f.seek(0, os.SEEK_END) - 64, 0))
+    return f.read().rstrip(b"\0").endswith(_JPEG_END)
 
 
 def list_image_files(root):
@@ -148,7 +150,7 @@ def _inspect(path, full):
     try:
         with Image.open(path) as image:  # Reads the header only.
             decoder = _TF_JPEG_MODES.get(image.mode, 0) if image.format == "JPEG" else 0
-            if decoder and not full and not _ends_like_a_jpeg(path):
+            if decoder and not full and not _ends_like_a_jpeg(image):
                 decoder = 0
             if full:
                 image.draft(image.mode, (1, 1))  # JPEG: 1/8 scale, still reads every byte.

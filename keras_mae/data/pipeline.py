@@ -153,7 +153,8 @@ def _epochs(source, transform, batch_size, with_labels, shuffle_buffer, steps_pe
         epoch_seed = tf.stack([tf.constant(seed, tf.int64), epoch])
         shuffle_seed = tf.random.stateless_uniform([], epoch_seed, minval=None, maxval=None, dtype=tf.int64)
         # A resumed epoch starts after the images already trained on; each image keeps its index, hence its crop.
-        start = tf.where(epoch == initial_epoch, tf.constant(initial_step * batch_size, tf.int64), tf.constant(0, tf.int64))
+        skipped = tf.constant(initial_step * batch_size, tf.int64)
+        start = tf.where(epoch == initial_epoch, skipped, tf.zeros_like(skipped))
         examples = tf.data.Dataset.zip(tf.data.Dataset.range(start, needed),
                                        source.examples(shuffle_buffer, shuffle_seed, repeat=passes, skip=start))
         examples = examples.map(

@@ -21,9 +21,9 @@ class DiskFullError(OSError):
         return self.strerror
 
 
-def megabytes(count):
-    """'3.2 MB' from a byte count."""
-    return f"{count / 1e6:.1f} MB"
+def mebibytes(count):
+    """'3.2 MiB' from a byte count (the unit of the apps' up-front disk check)."""
+    return f"{count / 2**20:.1f} MiB"
 
 
 def free_bytes(path):
@@ -64,6 +64,6 @@ def out_of_space_as_one_line(path, needed_bytes=None):
 
 
 def _message(path, needed_bytes, free):
-    needs = f"it needs about {megabytes(needed_bytes)} (and {megabytes(MARGIN)} to spare), " if needed_bytes else ""
-    return (f"No space left on the device for {path}: {needs}{megabytes(free)} free. Free some space (or use "
+    needs = f"it needs about {mebibytes(needed_bytes)} (and {mebibytes(MARGIN)} to spare), " if needed_bytes else ""
+    return (f"No space left on the device for {path}: {needs}{mebibytes(free)} free. Free some space (or use "
             "another directory) and rerun: the files written before are complete.")

@@ -90,7 +90,7 @@ def test_free_space_is_checked_with_a_margin(tmp_path, monkeypatch):
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=disk_space.MARGIN + 1000))
     disk_space.require_free_space(str(tmp_path / "a.h5"), 1000)
-    with pytest.raises(disk_space.DiskFullError, match=r"a\.h5: it needs about 0\.0 MB \(and 1\.0 MB to spare\)"):
+    with pytest.raises(disk_space.DiskFullError, match=r"a\.h5: it needs about 0\.0 MiB \(and 1\.0 MiB to spare\)"):
         disk_space.require_free_space(str(tmp_path / "a.h5"), 1001)
     assert not disk_space.is_out_of_space(OSError(13, "Permission denied"))
     assert disk_space.is_out_of_space(OSError(None, "Can't write data (errno = 28, No space left on device)"))
