@@ -11,6 +11,7 @@ from typing import Callable, Optional
 import numpy as np
 import tensorflow as tf
 
+from keras_mae.data.sharding import shard_rows
 from keras_mae.data.normalization import IMAGENET_MEAN, IMAGENET_STD, fit_normalization
 
 VALID_CHANNELS = (1, 3, 4)
@@ -68,7 +69,7 @@ class Source:
                 raise ValueError("Source needs `dataset`, or both `keys` and `decode_fn`.")
             self.dataset = self.decode_fn(self.keys)
 
-    def examples(self, shuffle_buffer=0, seed=None, repeat=1, skip=0):
+    def examples(self, shuffle_buffer=0, seed=None, repeat=1, skip=0, shard=None):
         """Returns `dataset`, shuffled at its cheapest point when asked.
 
         Args:
@@ -77,6 +78,9 @@ class Source:
             repeat: int. Passes over the data, each reshuffled; -1 repeats forever. Defaults to 1.
             skip: int or scalar tensor. Examples dropped from the start (after shuffling and repeating), before
                 they are decoded: the part of an epoch a resumed run has already trained on. Defaults to 0.
+            shard: `(index, count, batch_size)` or None. Keeps process `index`'s rows of every batch of
+                `batch_size` (of `count` equal shares), before decoding: the process's share of each global
+                batch (`sharding.shard_rows`). Counted from the stream's start, skipped examples included.
 
         Returns:
             `tf.data.Dataset` of `(uint8 image [H, W, C], int32 label)`.
@@ -89,6 +93,8 @@ class Source:
             examples = examples.repeat(repeat)
         if not (isinstance(skip, int) and skip == 0):
             examples = examples.skip(skip)
+        if shard is not None:
+            examples = shard_rows(examples, *shard, start=skip)
         return self.decode_fn(examples) if by_key else examples
 
     @property

@@ -16,6 +16,7 @@ import tensorflow as tf
 # `augment` is also an argument of make_pretrain_dataset.
 from keras_mae.data import augment as augment_lib
 from keras_mae.data.normalization import fit_normalization, normalize
+from keras_mae.data.sharding import check_shard, shard_rows
 from keras_mae.data.sources import load_source
 
 
@@ -52,7 +53,7 @@ def _batch(examples, batch_size, with_labels, drop_remainder):
 def make_pretrain_dataset(spec_or_source, image_size, batch_size, num_channels=None, seed=0,
                           augment=True, with_labels=False, split="train", data_dir=None,
                           shuffle_buffer=10000, drop_remainder=True, mean=None, std=None,
-                          steps_per_epoch=None, initial_epoch=0, initial_step=0):
+                          steps_per_epoch=None, initial_epoch=0, initial_step=0, shard=None):
     """Builds the MAE pretraining input: shuffled, augmented, normalised batches.
 
     Augmentation follows facebookresearch/mae `main_pretrain.py`: random resized
@@ -90,10 +91,17 @@ def make_pretrain_dataset(spec_or_source, image_size, batch_size, num_channels=N
             dataset starts at that epoch's next batch, exactly as an
             uninterrupted run would have gone on; the skipped images are not
             decoded. Needs `steps_per_epoch`. Defaults to 0.
+        shard: `(index, count)` or None. Data parallelism over `count`
+            processes (`keras_mae.distribution.data_shard()`): `batch_size`
+            is the global batch, and this process gets rows `[index * b,
+            (index + 1) * b)` of each, `b = batch_size / count`, with the
+            crops one process would draw; the other rows are never decoded.
+            Needs `steps_per_epoch`. Defaults to None (all rows).
 
     Returns:
         `tf.data.Dataset` of float32 `[batch, height, width, C]`, or of
-        `(images, int32 labels [batch])` with labels -1 when unlabelled.
+        `(images, int32 labels [batch])` with labels -1 when unlabelled
+        (`batch` is `batch_size / count` with a shard).
 
     >>> import numpy as np
     >>> ds = make_pretrain_dataset(np.zeros((8, 12, 12), np.uint8), 8, batch_size=4)
@@ -116,10 +124,11 @@ def make_pretrain_dataset(spec_or_source, image_size, batch_size, num_channels=N
         # The crop loses the static channel count, which jit-compiled steps need.
         return tf.ensure_shape(normalize(image, mean, std), shape), label
 
+    shard = check_shard(shard, batch_size)
     if steps_per_epoch is None:
-        if initial_epoch or initial_step:
-            raise ValueError("initial_epoch and initial_step need steps_per_epoch. "
-                             f"Received: initial_epoch={initial_epoch!r}, initial_step={initial_step!r}")
+        if initial_epoch or initial_step or shard[1] > 1:
+            raise ValueError("initial_epoch, initial_step and shard need steps_per_epoch. Received: "
+                             f"initial_epoch={initial_epoch!r}, initial_step={initial_step!r}, shard={shard!r}")
         base = tf.constant(seed or 0, tf.int64)
         example_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).map(
             lambda noise: tf.stack([base, noise])
@@ -128,11 +137,11 @@ def make_pretrain_dataset(spec_or_source, image_size, batch_size, num_channels=N
         return _batch(examples.map(transform, num_parallel_calls=tf.data.AUTOTUNE), batch_size, with_labels,
                       drop_remainder)
     return _epochs(source, transform, batch_size, with_labels, shuffle_buffer, steps_per_epoch, initial_epoch,
-                   initial_step, random.randrange(2**31) if seed is None else seed)
+                   initial_step, random.randrange(2**31) if seed is None else seed, shard)
 
 
 def _epochs(source, transform, batch_size, with_labels, shuffle_buffer, steps_per_epoch, initial_epoch, initial_step,
-            seed):
+            seed, shard):
     """The endless, epoch-indexed pretraining pipeline: epoch e depends on (seed, e) only."""
     for name, value, low in (("steps_per_epoch", steps_per_epoch, 1), ("initial_epoch", initial_epoch, 0),
                              ("initial_step", initial_step, 0)):
@@ -141,6 +150,7 @@ def _epochs(source, transform, batch_size, with_labels, shuffle_buffer, steps_pe
     if initial_step >= steps_per_epoch:
         raise ValueError(f"initial_step must be < steps_per_epoch={steps_per_epoch} (a whole epoch is the next "
                          f"initial_epoch). Received: initial_step={initial_step}")
+    index, count = shard
     needed = steps_per_epoch * batch_size
     # Enough passes to fill an epoch even after files dropped while reading; bounded, so
     # a source that yields nothing ends the data (fit says so) rather than spinning.
@@ -155,13 +165,15 @@ def _epochs(source, transform, batch_size, with_labels, shuffle_buffer, steps_pe
         # A resumed epoch starts after the images already trained on; each image keeps its index, hence its crop.
         skipped = tf.constant(initial_step * batch_size, tf.int64)
         start = tf.where(epoch == initial_epoch, skipped, tf.zeros_like(skipped))
-        examples = tf.data.Dataset.zip(tf.data.Dataset.range(start, needed),
-                                       source.examples(shuffle_buffer, shuffle_seed, repeat=passes, skip=start))
+        # Each image's index in the epoch seeds its crop; a shard keeps its rows of both streams, undecoded.
+        indices = shard_rows(tf.data.Dataset.range(start, needed), index, count, batch_size, start=start)
+        examples = tf.data.Dataset.zip(indices, source.examples(shuffle_buffer, shuffle_seed, repeat=passes, skip=start,
+                                                                shard=(index, count, batch_size)))
         examples = examples.map(
             lambda i, example: transform(example, tf.random.experimental.stateless_fold_in(epoch_seed, i)),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
-        return examples.batch(batch_size, drop_remainder=True)
+        return examples.batch(batch_size // count, drop_remainder=True)
 
     batches = tf.data.Dataset.range(initial_epoch, 2**62).flat_map(epoch_batches)
     if not with_labels:
@@ -170,7 +182,7 @@ def _epochs(source, transform, batch_size, with_labels, shuffle_buffer, steps_pe
 
 
 def make_eval_dataset(spec_or_source, image_size, batch_size, num_channels=None, split="test",
-                      with_labels=True, data_dir=None, mean=None, std=None):
+                      with_labels=True, data_dir=None, mean=None, std=None, shard=None):
     """Builds the evaluation input: every example once, in order, resized and centre-cropped.
 
     Args:
@@ -183,6 +195,10 @@ def make_eval_dataset(spec_or_source, image_size, batch_size, num_channels=None,
         data_dir: str or None. TFDS data directory.
         mean: sequence or None. Per-channel mean in [0, 1] units; None uses the source's.
         std: sequence or None. Per-channel std in [0, 1] units; None uses the source's.
+        shard: `(index, count)` or None. This process's rows of each batch
+            of `batch_size` (see `make_pretrain_dataset`); the source must
+            fill whole batches (`subset` it to a multiple of `batch_size`),
+            so that every process evaluates as many images.
 
     Returns:
         `tf.data.Dataset` of `(float32 images [batch, height, width, C], int32
@@ -192,10 +208,18 @@ def make_eval_dataset(spec_or_source, image_size, batch_size, num_channels=None,
         spec_or_source, image_size, batch_size, num_channels, split, data_dir, mean, std
     )
 
+    index, count = check_shard(shard, batch_size)
+    if count > 1 and (source.num_examples is None or source.num_examples % batch_size):
+        raise ValueError(f"A sharded evaluation needs whole batches: {source.num_examples} images are not a multiple "
+                         f"of batch_size={batch_size}; subset the source to a multiple of it.")
+
     def transform(image, label):
         image = augment_lib.resize_center_crop(image, size)
         return normalize(image, mean, std), label
 
-    examples = source.examples().map(transform, num_parallel_calls=tf.data.AUTOTUNE)
-    return _batch(examples, batch_size, with_labels, drop_remainder=False)
+    examples = source.examples(shard=(index, count, batch_size) if count > 1 else None)
+    if count > 1:  # the filter hides how many there are; Keras counts an evaluation's steps from it
+        examples = examples.apply(tf.data.experimental.assert_cardinality(source.num_examples // count))
+    examples = examples.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
+    return _batch(examples, batch_size // count, with_labels, drop_remainder=False)
 

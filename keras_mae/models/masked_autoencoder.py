@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_mae.distribution import replica_position, torch_ddp
 from keras_mae.layers.batch_gather import batch_gather
 from keras_mae.layers.patching import patchify
 from keras_mae.layers.random_masking import RandomMasking
@@ -206,9 +207,22 @@ class MaskedAutoencoder(keras.Model):
     def evaluation_noise(self, images):
         """The masking noise of `test_step`: fixed by `eval_mask_seed` (None: the training stream's)."""
         if self.eval_mask_seed is None:
+            return self.replica_noise(images)
+        return self.replica_noise(images, seed=self.eval_mask_seed)
+
+    def replica_noise(self, images, seed=None):
+        """The masking noise of this replica's `images` when replicas share a global batch, else None.
+
+        Drawn for the whole global batch (from the layer's stream, or `seed`), of which this replica takes its
+        rows: replicas mask differently, and as one process would. With one replica and no seed, None (the
+        masking layer draws its own, as before).
+        """
+        index, count = replica_position()
+        if count == 1 and seed is None:
             return None
-        batch = ops.shape(images)[0]
-        return self.masking.sample_noise(batch, self.encoder.num_patches, seed=self.eval_mask_seed)
+        batch, length = ops.shape(images)[0], self.encoder.num_patches
+        noise = self.masking.sample_noise(batch * count, length, seed=seed)
+        return noise if count == 1 else ops.slice(noise, [index * batch, 0], [batch, length])
 
     def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None, weighted_metrics=None,
                 **kwargs):
@@ -240,11 +254,11 @@ class MaskedAutoencoder(keras.Model):
 
     def fit(self, *args, **kwargs):
         steps.refuse_weights(kwargs)  # before any step runs (a failed jitted step leaves JAX's state detached)
-        return super().fit(*args, **kwargs)
+        return super().fit(*args, **_with_data_parallel(kwargs))
 
     def evaluate(self, *args, **kwargs):
         steps.refuse_weights(kwargs)
-        return super().evaluate(*args, **kwargs)
+        return super().evaluate(*args, **_with_data_parallel(kwargs))
 
     def train_step(self, *args):
         return steps.train_step(self, *args)
@@ -269,3 +283,14 @@ class MaskedAutoencoder(keras.Model):
 
     def get_config(self):
         return {**super().get_config(), **init_arguments(self)}
+
+
+def _with_data_parallel(fit_arguments):
+    """`fit` / `evaluate` keyword arguments with a `TorchDataParallel` first in the callbacks under torch DDP."""
+    callbacks = fit_arguments.get("callbacks")
+    if not torch_ddp.active() or isinstance(callbacks, keras.callbacks.CallbackList):  # fit's own validation
+        return fit_arguments
+    callbacks = list(callbacks or [])
+    if not any(isinstance(c, torch_ddp.TorchDataParallel) for c in callbacks):
+        callbacks.insert(0, torch_ddp.TorchDataParallel())  # first: the callbacks after it see averaged metrics
+    return {**fit_arguments, "callbacks": callbacks}

@@ -28,7 +28,7 @@ def train_step(model, *args):
     with _StepState(model, state, training=True) as step:
 
         def scaled_loss():
-            loss = model.compute_reconstruction_loss(images, training=True)
+            loss = model.compute_reconstruction_loss(images, training=True, noise=model.replica_noise(images))
             return model.optimizer.scale_loss(loss / _replicas()), loss
 
         grads, loss = _GRADIENTS[_backend()](scaled_loss, variables, step)
@@ -44,7 +44,7 @@ def test_step(model, *args):
     images = _images(data)
     with _StepState(model, state, training=False) as step:
         loss = model.compute_reconstruction_loss(images, training=False, noise=model.evaluation_noise(images))
-        model.loss_tracker.update_state(loss)
+        model.loss_tracker.update_state(_mean_over_processes(loss))
         logs = {"loss": model.loss_tracker.result()}
     return step.returned(logs)
 
@@ -155,6 +155,13 @@ class _StepState:
         if self.state is None:
             return logs
         return logs, tuple([self._scope.get_current_value(v) for v in group] for group in self.groups)
+
+
+def _mean_over_processes(loss):
+    """Under torch DDP the loss of the global batch (the ranks' losses averaged), so `evaluate` returns it."""
+    from keras_mae.distribution import torch_ddp
+
+    return torch_ddp.mean_over_ranks(loss) if torch_ddp.active() else loss
 
 
 def _state_and_data(args):

@@ -4,12 +4,18 @@
   `keras.distribution.initialize()`, which reads the JAX coordinator settings).
 - tensorflow: `tf.distribute.MirroredStrategy`, `MultiWorkerMirroredStrategy`
   (reads TF_CONFIG) or `TPUStrategy`; build and compile the model in `scope`.
-- torch: Keras's `fit` has no DistributedDataParallel support, so `ddp` is a
-  clear error rather than a home-made engine.
+- torch: `torch.distributed` started by torchrun (`ddp`): Keras's `fit` does
+  not know DistributedDataParallel, so `torch_ddp.TorchDataParallel` does its
+  work (broadcast, gradient all-reduce, metrics averaged over the ranks).
 
-In every case the batch size given to the data pipeline is the global batch;
-the engines split it over replicas, and the MAE train step divides the loss
-by the replica count where gradients are summed (tf.distribute).
+The batch size is always the global batch. tf.distribute splits each global
+batch over its replicas itself; under torch DDP and multi-process JAX each
+process reads only its own rows of every global batch (`data_shard()`, the
+pipelines' `shard=`), decoding nothing the others read. Masks are drawn for
+the global batch and each replica takes its rows (`replica_position()`), so
+N replicas train on the masks one process would draw. The MAE train step
+divides the loss by the replica count where gradients are summed
+(tf.distribute).
 """
 
 import contextlib
@@ -17,6 +23,8 @@ import json
 import os
 
 import keras
+
+from keras_mae.distribution.torch_ddp import TorchDataParallel  # noqa: F401 (public: for models other than the MAE)
 
 STRATEGIES = {
     "none": None,
@@ -43,21 +51,20 @@ def setup_distribution(name="none"):
         raise ValueError(f"Unknown distribution {name!r}; choose one of {', '.join(STRATEGIES)}.")
     backend = keras.backend.backend()
     needed = STRATEGIES[name]
-    if name == "ddp":
-        raise ValueError(
-            f"distribution='ddp' is not supported: Keras {keras.__version__}'s fit has no PyTorch DDP support; "
-            "use distribution='data_parallel' with KERAS_BACKEND=jax, or 'mirrored'/'multi_worker_mirrored'/'tpu' "
-            "with KERAS_BACKEND=tensorflow."
-        )
     if needed is not None and needed != backend:
         raise ValueError(f"distribution={name!r} needs KERAS_BACKEND={needed}; this process runs {backend}.")
     if name == "none":
         return contextlib.nullcontext, 1
+    if name == "ddp":
+        from keras_mae.distribution import torch_ddp
+
+        return contextlib.nullcontext, torch_ddp.initialize()
     if name == "data_parallel":
         if os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("KERAS_DISTRIBUTION_JOB_ADDRESSES"):
             keras.distribution.initialize()
         devices = keras.distribution.list_devices()
-        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+        # Each process feeds its own rows of the global batch (data_shard), so Keras must not shard again.
+        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices, auto_shard_dataset=False))
         return contextlib.nullcontext, len(devices)
     import tensorflow as tf
 
@@ -73,16 +80,55 @@ def setup_distribution(name="none"):
     return strategy.scope, strategy.num_replicas_in_sync
 
 
+def data_shard():
+    """`(index, count)`: this process's share of every global batch, to pass to the pipelines as `shard=`.
+
+    `(rank, world_size)` under torch DDP, `(process_index, process_count)` under multi-process JAX, and
+    `(0, 1)` otherwise (one process, or tf.distribute, which splits the global batch itself).
+    """
+    backend = keras.backend.backend()
+    if backend == "torch":
+        from keras_mae.distribution import torch_ddp
+
+        return torch_ddp.position()
+    if backend == "jax":
+        import jax
+
+        return jax.process_index(), jax.process_count()
+    return 0, 1
+
+
+def replica_position():
+    """`(index, count)` of the replica running the current step among those sharing the global batch.
+
+    Under tf.distribute the replica context's id (a tensor inside a step); under torch DDP the rank;
+    `(0, 1)` on JAX, whose steps are one program over the global batch, and on one device.
+    """
+    backend = keras.backend.backend()
+    if backend == "torch":
+        from keras_mae.distribution import torch_ddp
+
+        return torch_ddp.position()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            return 0, 1
+        return context.replica_id_in_sync_group, context.num_replicas_in_sync
+    return 0, 1
+
+
 def is_chief():
     """True in process 0 of a multi-process job, and in a single process: the one that writes the workdir.
 
     Read from the launchers' environment, so it can be asked before any backend is set up: torchrun's
-    `RANK`, `JAX_PROCESS_ID`, and `TF_CONFIG` (its chief, else worker 0).
+    `RANK`, `JAX_PROCESS_ID` / `KERAS_DISTRIBUTION_PROCESS_ID`, and `TF_CONFIG` (its chief, else worker 0).
 
     >>> is_chief()  # a plain process
     True
     """
-    for variable in ("RANK", "JAX_PROCESS_ID"):
+    for variable in ("RANK", "JAX_PROCESS_ID", "KERAS_DISTRIBUTION_PROCESS_ID"):
         if os.environ.get(variable, "0") not in ("", "0"):
             return False
     try:
@@ -91,3 +137,4 @@ def is_chief():
         return True
     kind = task.get("type", "worker")
     return kind == "chief" or (kind == "worker" and not task.get("index"))
+
