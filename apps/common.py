@@ -96,7 +96,8 @@ def split_data(FLAGS, dataset, num_channels, workdir, saved=(), eval_dataset=Non
         FLAGS.train_split, FLAGS.eval_split, FLAGS.data_dir, num_channels,
         saved=[workdir, *[s for s in saved if s]],
     )
-    data.save_split(split, workdir)
+    if chief():  # the others draw the same split (or read the saved one)
+        data.save_split(split, workdir)
     print(f"Data:             {split.describe()}")
     return split
 
@@ -121,6 +122,13 @@ class UserError(Exception):
 _training = {"started": False}
 
 
+def chief():
+    """Whether this process writes the workdir: process 0 of a multi-process job (every app has one writer)."""
+    from keras_mae.distribution import is_chief
+
+    return is_chief()
+
+
 def training_started():
     """Marks the end of set-up: from here on an exception is a bug and keeps its traceback."""
     _training["started"] = True
@@ -136,6 +144,8 @@ def run_main(main_fn):
         # Keras says this when a finite evaluation set of unknown length (a folder) ends, which is how every
         # evaluation ends; the training data of the apps are endless, so it never means lost training steps.
         warnings.filterwarnings("ignore", message="Your input ran out of data")
+        if not chief():  # one report per job: process 0's (the others still print their errors)
+            sys.stdout = open(os.devnull, "w")
         try:
             check_flag_files(sys.argv[1:])
             return main_fn(argv)

@@ -30,7 +30,8 @@ flags.DEFINE_integer("eval_every", 1, "Epochs between validation reconstruction 
 flags.DEFINE_integer("num_eval_images", 10000, "Evaluation images the validation loss is computed on (a fixed subset).")
 flags.DEFINE_integer("knn_every", 0, "Epochs between kNN accuracy checks on labelled data (0: off).")
 flags.DEFINE_enum("distribution", "none", ["none", "data_parallel", "mirrored", "multi_worker_mirrored", "tpu", "ddp"],
-                  "Multi-device engine: data_parallel (jax), mirrored / multi_worker_mirrored / tpu (tensorflow).")
+                  "Multi-device engine: data_parallel (jax), mirrored / multi_worker_mirrored / tpu (tensorflow), "
+                  "ddp (torch, under torchrun). --batch_size is the global batch.")
 FLAGS = flags.FLAGS
 
 
@@ -57,7 +58,7 @@ def main(argv):
 
     import keras_mae
     from keras_mae import callbacks, data, optimizers, runs
-    from keras_mae.distribution import setup_distribution
+    from keras_mae.distribution import data_shard, setup_distribution
 
     config = common.model_config(FLAGS)
     check_flags(config)
@@ -96,19 +97,23 @@ def main(argv):
     def train(epoch, step):
         # Epoch e's order and crops depend on (seed, e) only: a resumed run sees the batches of an uninterrupted one.
         return data.make_pretrain_dataset(source, model.image_size, FLAGS.batch_size, seed=FLAGS.seed,
-                                          steps_per_epoch=steps, initial_epoch=epoch, initial_step=step)
+                                          steps_per_epoch=steps, initial_epoch=epoch, initial_step=step,
+                                          shard=data_shard())  # this process's rows of each global batch
 
     recipe.write_flags(workdir)
-    runs.write_run(workdir, model, split.record, source.mean, source.std)
+    if common.chief():
+        runs.write_run(workdir, model, split.record, source.mean, source.std)
 
     # The figure's images: evaluation images (never trained on), one class after another.
     figure_source = data.fixed_subset(split.eval or source, FLAGS.num_reconstructions, FLAGS.seed, balanced=True)
     shown = next(iter(data.make_eval_dataset(figure_source, model.image_size, FLAGS.num_reconstructions,
                                              with_labels=False, mean=source.mean, std=source.std)))
     validation, validation_info = validation_data(split, model, replicas)
+    chief = common.chief()  # every process computes the figures; process 0 writes them
     reconstructions = callbacks.ReconstructionSummary(
-        keras.ops.convert_to_numpy(shown), source.mean, source.std, os.path.join(workdir, "tensorboard", "images"),
-        os.path.join(workdir, "reconstructions"), FLAGS.reconstruction_every, seed=FLAGS.seed,
+        keras.ops.convert_to_numpy(shown), source.mean, source.std,
+        os.path.join(workdir, "tensorboard", "images") if chief else None,
+        os.path.join(workdir, "reconstructions") if chief else None, FLAGS.reconstruction_every, seed=FLAGS.seed,
     )
     # The kNN monitor goes before the log, so knn_top1 reaches log.jsonl.
     recipe.fit(model, train, workdir, initial, steps, validation, FLAGS.eval_every, validation_info,
@@ -119,6 +124,7 @@ def main(argv):
 def validation_data(split, model, replicas):
     """The fixed evaluation images of the per-epoch validation loss (masks fixed by the model's eval_mask_seed)."""
     from keras_mae import data
+    from keras_mae.distribution import data_shard
 
     if not FLAGS.eval_every or split.eval is None:
         print("Validation:       off" + (" (no evaluation split)" if split.eval is None else ""))
@@ -135,7 +141,7 @@ def validation_data(split, model, replicas):
     print(f"Validation:       reconstruction loss on {held.num_examples} {split.eval_name} images "
           f"every {FLAGS.eval_every} epoch(s), masks fixed by seed {model.eval_mask_seed}")
     dataset = data.make_eval_dataset(held, model.image_size, batch_size, with_labels=False,
-                                     mean=split.train.mean, std=split.train.std)
+                                     mean=split.train.mean, std=split.train.std, shard=data_shard())
     return dataset, {"val_split": split.eval_name, "val_images": held.num_examples}
 
 
@@ -160,12 +166,14 @@ def knn_monitor(split, model, workdir):
     print(f"kNN monitor:      2,000 {split.eval_name} images against 10,000 training images, every "
           f"{FLAGS.knn_every} epoch(s)")
     return [callbacks.KNNMonitor(subset(split.train, 10000), subset(split.eval, 2000), FLAGS.knn_every,
-                                 log_dir=os.path.join(workdir, "tensorboard", "knn"))]
+                                 log_dir=os.path.join(workdir, "tensorboard", "knn") if common.chief() else None)]
 
 
 def save_final(model, workdir, reconstructions):
     from keras_mae import runs
 
+    if not common.chief():
+        return
     runs.save_exports(model, workdir)
     print(f"\nModel:            {os.path.join(workdir, 'model.keras')}")
     print(f"Encoder:          {os.path.join(workdir, 'encoder.keras')} (weights: encoder.weights.h5)")

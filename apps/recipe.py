@@ -147,7 +147,9 @@ def run_flags():
 
 
 def write_flags(workdir):
-    """workdir/flags.txt: the resolved flags, so `--flagfile=workdir/flags.txt` replays the run."""
+    """workdir/flags.txt: the resolved flags, so `--flagfile=workdir/flags.txt` replays the run (process 0 only)."""
+    if not common.chief():
+        return
     common.write_flags(FLAGS, os.path.join(workdir, "flags.txt"), run_flags())
 
 
@@ -211,6 +213,8 @@ def resume(model, workdir, name=None):
         `(epoch, step_in_epoch)` to start at: the epochs the checkpoint completed, and the steps of the next one
         it had trained (0 unless it was written inside an epoch: --checkpoint_every_steps, SIGTERM, Ctrl-C).
     """
+    import keras
+
     from keras_mae import callbacks
 
     checkpoint_dir = os.path.join(workdir, "checkpoints")
@@ -221,7 +225,7 @@ def resume(model, workdir, name=None):
     step = latest["step_in_epoch"]
     what = f"Resuming {name} from epoch {initial_epoch}" if name else f"Resuming from epoch {initial_epoch}"
     where = f", {step} steps into epoch {initial_epoch + 1}" if step else ""
-    print(f"{what}{where} (step {int(model.optimizer.iterations)}) in {checkpoint_dir}")
+    print(f"{what}{where} (step {int(keras.ops.convert_to_numpy(model.optimizer.iterations))}) in {checkpoint_dir}")
     return initial_epoch, step
 
 
@@ -246,8 +250,10 @@ def fit(model, train, workdir, initial, steps, validation=None, validation_freq=
     import keras
 
     from keras_mae import callbacks
+    from keras_mae.distribution import is_chief
 
     checkpoint_dir = os.path.join(workdir, "checkpoints")
+    chief = is_chief()
     nan_guard = callbacks.StopOnNonFiniteLoss(checkpoint_dir)
     common.training_started()
     epoch, step = initial
@@ -262,26 +268,23 @@ def fit(model, train, workdir, initial, steps, validation=None, validation_freq=
             checkpoint = callbacks.EpochCheckpoint(checkpoint_dir, FLAGS.checkpoint_every, FLAGS.keep_checkpoints,
                                                    FLAGS.checkpoint_every_steps, initial_step=offset)
             tensorboard = keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard"), write_graph=False)
+            # One writer: process 0 of a multi-process job writes log.jsonl, TensorBoard and the checkpoints; the
+            # others run every callback that computes (the summaries' and monitors' forward passes are collective).
+            log = callbacks.TrainingLog(FLAGS.batch_size, os.path.join(workdir, "log.jsonl"),
+                                        validation=validation_info, initial_step=offset)
+            writers = [log, checkpoint, *summaries, tensorboard] if chief else [checkpoint, *summaries]
             with callbacks.StopOnSignal(checkpoint) as stop:
                 model.fit(
                     data(first, offset), epochs=last, initial_epoch=first, steps_per_epoch=steps - offset,
-                    validation_data=validation, validation_freq=max(validation_freq, 1), verbose=FLAGS.verbose,
-                    shuffle=False,
-                    callbacks=[
-                        nan_guard,
-                        *monitors,
-                        callbacks.TrainingLog(FLAGS.batch_size, os.path.join(workdir, "log.jsonl"),
-                                              validation=validation_info, initial_step=offset),
-                        checkpoint,
-                        *summaries,
-                        tensorboard,
-                        stop,
-                    ],
+                    validation_data=validation, validation_freq=max(validation_freq, 1),
+                    verbose=FLAGS.verbose if chief else 0, shuffle=False,
+                    callbacks=[nan_guard, *monitors, *writers, stop],
                 )
             if nan_guard.message:
                 break
     except callbacks.Preempted as stopped:
-        tensorboard.on_train_end()  # flushes the event files (fit ended by the exception, not by its end)
+        if chief:
+            tensorboard.on_train_end()  # flushes the event files (fit ended by the exception, not by its end)
         print(f"{os.path.basename(sys.argv[0])}: {stopped}", file=sys.stderr)
         sys.exit(stopped.exit_code)
     if nan_guard.message:

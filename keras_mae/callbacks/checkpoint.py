@@ -8,6 +8,7 @@ import os
 import keras
 import numpy as np
 
+from keras_mae.distribution import is_chief
 from keras_mae.utils.atomic import atomic_path, remove_stale_temporaries, write_json_atomic
 from keras_mae.utils.disk_space import require_free_space
 
@@ -106,9 +107,12 @@ class EpochCheckpoint(keras.callbacks.Callback):
             epoch) is a multiple of this; None or 0 saves at epoch ends only. Defaults to None.
         initial_step: int. Batches of the first epoch that were trained before this `fit` (a run resumed from
             a checkpoint written inside an epoch, whose `fit` runs that epoch's remaining steps). Defaults to 0.
+        writer: bool or None. Whether this process writes the checkpoints; None: process 0 of a multi-process
+            job (`keras_mae.distribution.is_chief`). The others keep track of the same positions and paths
+            (what a preemption reports) and write nothing. Defaults to None.
     """
 
-    def __init__(self, directory, every_n_epochs=1, keep=3, every_n_steps=None, initial_step=0):
+    def __init__(self, directory, every_n_epochs=1, keep=3, every_n_steps=None, initial_step=0, writer=None):
         super().__init__()
         if every_n_epochs < 1:
             raise ValueError(f"every_n_epochs must be >= 1. Received: every_n_epochs={every_n_epochs}")
@@ -125,7 +129,9 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.initial_step = initial_step
         self.position = None  # (epochs completed, steps into the next) of the weights in the model now
         self.saved = None  # (position, weights path) of the newest checkpoint this callback wrote
-        os.makedirs(directory, exist_ok=True)
+        self.writer = is_chief() if writer is None else writer
+        if self.writer:
+            os.makedirs(directory, exist_ok=True)
 
     def on_train_begin(self, logs=None):
         self._first_epoch = None
@@ -168,6 +174,9 @@ class EpochCheckpoint(keras.callbacks.Callback):
         """Writes the checkpoint of `epoch` completed epochs and `step_in_epoch` steps into the next one."""
         name = STEP_PATTERN.format(epoch=epoch, step=step_in_epoch) if step_in_epoch else PATTERN.format(epoch=epoch)
         weights = os.path.join(self.directory, name + ".weights.h5")
+        if not self.writer:  # process 0 writes this very checkpoint
+            self.saved = ((epoch, step_in_epoch), weights)
+            return
         require_free_space(weights, self._expected_size())  # HDF5 cannot fail cleanly on a full disk
         with atomic_path(weights) as tmp:
             self.model.save_weights(tmp)

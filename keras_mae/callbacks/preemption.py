@@ -18,6 +18,8 @@ import threading
 
 import keras
 
+from keras_mae.distribution import torch_ddp
+
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -106,12 +108,19 @@ class StopOnSignal(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         # After an epoch's last step its end's callbacks run first (its log row, its checkpoint): on_epoch_end stops.
-        if self.received is not None and self.checkpoint.position[1]:
+        if self._agreed() is not None and self.checkpoint.position[1]:
             self._stop(logs)
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.received is not None:
+        if self._agreed() is not None:
             self._stop(logs)
+
+    def _agreed(self):
+        """The signal received, by this process or (torch DDP) by any rank: every rank stops after the same step,
+        or one would wait forever in the next step's all-reduce."""
+        if torch_ddp.active():
+            self.received = torch_ddp.max_over_ranks(self.received or 0) or None
+        return self.received
 
     def _stop(self, logs):
         signum, self.received = self.received, None

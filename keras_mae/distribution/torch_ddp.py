@@ -128,14 +128,14 @@ def mean_over_ranks(value):
     return value / dist.get_world_size()
 
 
-def any_rank(flag):
-    """True on every rank when `flag` is true on any (e.g. a signal that reached only some ranks)."""
+def max_over_ranks(number):
+    """The largest of the ranks' ints (e.g. the number of a signal that reached only some ranks), on every rank."""
     import torch
     import torch.distributed as dist
 
-    value = torch.tensor([1.0 if flag else 0.0])
+    value = torch.tensor([int(number)], dtype=torch.int64)
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item())
+    return int(value.item())
 
 
 def _is_number(value):

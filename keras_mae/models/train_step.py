@@ -34,7 +34,7 @@ def train_step(model, *args):
         grads, loss = _GRADIENTS[_backend()](scaled_loss, variables, step)
         step.apply(model.optimizer, grads, variables)
         model.loss_tracker.update_state(ops.stop_gradient(loss))
-        logs = {"loss": model.loss_tracker.result()}
+        logs = _logs(model)
     return step.returned(logs)
 
 
@@ -45,7 +45,7 @@ def test_step(model, *args):
     with _StepState(model, state, training=False) as step:
         loss = model.compute_reconstruction_loss(images, training=False, noise=model.evaluation_noise(images))
         model.loss_tracker.update_state(_mean_over_processes(loss))
-        logs = {"loss": model.loss_tracker.result()}
+        logs = _logs(model)
     return step.returned(logs)
 
 
@@ -155,6 +155,25 @@ class _StepState:
         if self.state is None:
             return logs
         return logs, tuple([self._scope.get_current_value(v) for v in group] for group in self.groups)
+
+
+def _logs(model):
+    """The step's logs: the running loss (of shape [1] across tf.distribute workers: Keras 3's fit reduces their
+    step outputs over axis 0, which a scalar lacks, tensorflow/tensorflow#72388)."""
+    loss = model.loss_tracker.result()
+    return {"loss": ops.reshape(loss, (1,)) if _tf_workers() > 1 else loss}
+
+
+def _tf_workers():
+    if _backend() != "tensorflow":
+        return 1
+    import tensorflow as tf
+
+    strategy = tf.distribute.get_strategy()
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return 1
+    spec = strategy.cluster_resolver.cluster_spec()
+    return sum(spec.num_tasks(job) for job in spec.jobs)
 
 
 def _mean_over_processes(loss):

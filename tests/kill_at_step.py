@@ -1,0 +1,37 @@
+"""Runs an app (argv[1], e.g. apps/pretrain.py) and, in the process whose rank is $KILL_RANK (torchrun's RANK,
+KERAS_DISTRIBUTION_PROCESS_ID, TF_CONFIG's index; default 0), SIGKILLs itself right after optimizer step
+$KILL_AT_STEP: one process of a job dying at a known point."""
+
+import json
+import os
+import runpy
+import signal
+import sys
+
+import keras
+
+from keras_mae.callbacks import EpochCheckpoint
+
+
+def rank():
+    for variable in ("RANK", "KERAS_DISTRIBUTION_PROCESS_ID"):
+        if variable in os.environ:
+            return int(os.environ[variable])
+    return int(json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {}).get("index", 0))
+
+
+if rank() == int(os.environ.get("KILL_RANK", "0")):
+    at_step = int(os.environ["KILL_AT_STEP"])
+    after_batch = EpochCheckpoint.on_train_batch_end
+
+    def on_train_batch_end(self, batch, logs=None):
+        after_batch(self, batch, logs)
+        if int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)) == at_step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    EpochCheckpoint.on_train_batch_end = on_train_batch_end
+
+script = sys.argv.pop(1)
+sys.argv[0] = script
+sys.path.insert(0, os.path.dirname(os.path.abspath(script)))
+runpy.run_path(script, run_name="__main__")
