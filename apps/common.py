@@ -186,7 +186,7 @@ def check_workdir(workdir, needed_bytes=0, needed_for="a checkpoint"):
     """Creates the workdir and takes its lock (one run per workdir), or says in one sentence why it cannot be used."""
     try:
         os.makedirs(workdir, exist_ok=True)
-        probe = os.path.join(workdir, ".write_test")
+        probe = os.path.join(workdir, f".write_test.{os.getpid()}")  # one per process of a multi-process job
         with open(probe, "w") as f:
             f.write("ok")
         os.remove(probe)

@@ -7,6 +7,7 @@ Rerunning the same command resumes from the last complete checkpoint in --workdi
 
 import os
 import sys
+import tempfile
 
 import numpy as np
 from absl import app, flags
@@ -171,8 +172,12 @@ def knn_monitor(split, model, workdir):
 
 def save_final(model, workdir, reconstructions):
     from keras_mae import runs
+    from keras_mae.distribution import reads_are_collective
 
     if not common.chief():
+        if reads_are_collective():  # multi-process JAX: every process reads the variables with process 0
+            with tempfile.TemporaryDirectory() as scratch:
+                runs.save_exports(model, scratch)
         return
     runs.save_exports(model, workdir)
     print(f"\nModel:            {os.path.join(workdir, 'model.keras')}")

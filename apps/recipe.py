@@ -268,11 +268,12 @@ def fit(model, train, workdir, initial, steps, validation=None, validation_freq=
             checkpoint = callbacks.EpochCheckpoint(checkpoint_dir, FLAGS.checkpoint_every, FLAGS.keep_checkpoints,
                                                    FLAGS.checkpoint_every_steps, initial_step=offset)
             tensorboard = keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard"), write_graph=False)
-            # One writer: process 0 of a multi-process job writes log.jsonl, TensorBoard and the checkpoints; the
-            # others run every callback that computes (the summaries' and monitors' forward passes are collective).
-            log = callbacks.TrainingLog(FLAGS.batch_size, os.path.join(workdir, "log.jsonl"),
+            # One writer: process 0 of a multi-process job writes log.jsonl, TensorBoard and the checkpoints. The
+            # others run the same callbacks writing nothing: on JAX every process must read the model's state
+            # after the same steps (each read is collective), and the summaries' forward passes are collective.
+            log = callbacks.TrainingLog(FLAGS.batch_size, os.path.join(workdir, "log.jsonl") if chief else None,
                                         validation=validation_info, initial_step=offset)
-            writers = [log, checkpoint, *summaries, tensorboard] if chief else [checkpoint, *summaries]
+            writers = [log, checkpoint, *summaries, tensorboard] if chief else [log, checkpoint, *summaries]
             with callbacks.StopOnSignal(checkpoint) as stop:
                 model.fit(
                     data(first, offset), epochs=last, initial_epoch=first, steps_per_epoch=steps - offset,

@@ -4,11 +4,12 @@ import glob
 import json
 import math
 import os
+import tempfile
 
 import keras
 import numpy as np
 
-from keras_mae.distribution import is_chief
+from keras_mae.distribution import is_chief, reads_are_collective
 from keras_mae.utils.atomic import atomic_path, remove_stale_temporaries, write_json_atomic
 from keras_mae.utils.disk_space import require_free_space
 
@@ -175,6 +176,9 @@ class EpochCheckpoint(keras.callbacks.Callback):
         name = STEP_PATTERN.format(epoch=epoch, step=step_in_epoch) if step_in_epoch else PATTERN.format(epoch=epoch)
         weights = os.path.join(self.directory, name + ".weights.h5")
         if not self.writer:  # process 0 writes this very checkpoint
+            if reads_are_collective():  # multi-process JAX: every process reads the variables with process 0
+                with tempfile.TemporaryDirectory() as scratch:
+                    self.model.save_weights(os.path.join(scratch, os.path.basename(weights)))
             self.saved = ((epoch, step_in_epoch), weights)
             return
         require_free_space(weights, self._expected_size())  # HDF5 cannot fail cleanly on a full disk

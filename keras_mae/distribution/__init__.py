@@ -119,6 +119,16 @@ def replica_position():
     return 0, 1
 
 
+def reads_are_collective():
+    """True where reading the model's variables (saving them) is a collective operation every process must
+    take part in, in the same order: multi-process JAX. Process 0 writes; the others save to a scratch place."""
+    if keras.backend.backend() != "jax":
+        return False
+    import jax
+
+    return jax.process_count() > 1
+
+
 def is_chief():
     """True in process 0 of a multi-process job, and in a single process: the one that writes the workdir.
 
