@@ -122,6 +122,12 @@ class UserError(Exception):
 _training = {"started": False}
 
 
+def define_distribution_flag(help_text="Multi-device engine: data_parallel (jax), mirrored / multi_worker_mirrored "
+                             "/ tpu (tensorflow), ddp (torch, under torchrun). --batch_size is the global batch."):
+    flags.DEFINE_enum("distribution", "none", ["none", "data_parallel", "mirrored", "multi_worker_mirrored", "tpu",
+                                               "ddp"], help_text)
+
+
 def chief():
     """Whether this process writes the workdir: process 0 of a multi-process job (every app has one writer)."""
     from keras_mae.distribution import is_chief

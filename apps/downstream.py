@@ -21,6 +21,41 @@ def _encoder_of(model):
     return encoder
 
 
+def setup_distribution(FLAGS):
+    """--distribution for a downstream app: `(scope, replicas)`; its batches split evenly over the replicas.
+
+    Several processes: torch DDP only (its evaluation takes uneven shares of the last batch; JAX's global
+    arrays and TF workers' splits need equal ones).
+    """
+    from keras_mae.distribution import setup_distribution
+
+    if FLAGS.distribution in ("data_parallel", "multi_worker_mirrored") and multi_process():
+        raise common.UserError(f"--distribution={FLAGS.distribution} with several processes is for pretrain.py; the "
+                               "downstream apps run several processes on torch (--distribution=ddp under torchrun), "
+                               "or several devices of one process.")
+    try:
+        scope, replicas = setup_distribution(FLAGS.distribution)
+    except ValueError as error:
+        raise common.UserError(str(error))
+    if FLAGS.batch_size % replicas:
+        raise common.UserError(f"--batch_size={FLAGS.batch_size} (global) must be divisible by the {replicas} "
+                               "replicas.")
+    return scope, replicas
+
+
+def multi_process():
+    """Whether a launcher started several processes (torchrun, Keras's JAX variables, TF_CONFIG workers)."""
+    import json
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 or int(os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES", "1")) > 1:
+        return True
+    try:
+        cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+    except ValueError:
+        return False
+    return sum(len(tasks) for tasks in cluster.values()) > 1
+
+
 def load_encoder(spec, preset=None, image_size=None):
     """A pretrained `ViTEncoder` and what is known about its pretraining.
 
@@ -163,19 +198,34 @@ def forget_other_runs(workdir, key):
     """
     import shutil
 
+    from keras_mae.distribution import barrier
+
     path = os.path.join(workdir, "run_key.json")
     if os.path.isfile(path):
         with open(path) as f:
             if f.read() == key:
+                barrier()  # every process reads the key before process 0 may write another
                 return
         print(f"The encoder or data changed since the last run in {workdir}: starting afresh")
-        shutil.rmtree(os.path.join(workdir, "checkpoints"), ignore_errors=True)
-    with open(path, "w") as f:
-        f.write(key)
+        if common.chief():
+            shutil.rmtree(os.path.join(workdir, "checkpoints"), ignore_errors=True)
+    if common.chief():
+        with open(path, "w") as f:
+            f.write(key)
+    barrier()  # no process looks for checkpoints before process 0 has removed the other run's
+
+
+def evaluate(model, dataset):
+    """`model.evaluate(dataset)` as a dict of floats: over every process's share of `dataset` under torch DDP."""
+    from keras_mae import distribution
+
+    results = model.evaluate(dataset, verbose=0, return_dict=True, callbacks=distribution.callbacks())
+    return {metric: float(value) for metric, value in results.items()}
 
 
 def write_json(path, record):
     from keras_mae.utils.atomic import write_json_atomic
 
-    write_json_atomic(path, record)
+    if common.chief():
+        write_json_atomic(path, record)
     print(f"Results:          {path}")

@@ -14,6 +14,7 @@ import os
 from absl import app, flags
 
 import common
+import downstream
 import reporting
 
 flags.DEFINE_string("model", None, "Classifier: a linear-probe or fine-tuning workdir, a .keras ViTClassifier / "
@@ -29,6 +30,8 @@ flags.DEFINE_list("mean", None, "Normalisation mean per channel; default: the mo
 flags.DEFINE_list("std", None, "Normalisation std per channel; default: the model workdir's, else the data's.")
 common.define_report_flags()
 flags.DEFINE_integer("verbose", 0, "Keras progress output while predicting.")
+common.define_distribution_flag("Several processes: ddp (torch, under torchrun) splits the images over them; "
+                                "the report is process 0's, on all of them.")
 FLAGS = flags.FLAGS
 
 
@@ -65,6 +68,7 @@ def load_classifier(spec):
 
 
 def main(argv):
+    downstream.setup_distribution(FLAGS)  # under torch DDP each process predicts its share of the images
     model, record, model_workdir, model_file = load_classifier(FLAGS.model)
     encoder = model.encoder
     common.check_workdir(FLAGS.workdir)

@@ -41,6 +41,7 @@ flags.DEFINE_integer("eval_every", 1, "Epochs between evaluations (0: only at th
 flags.DEFINE_integer("eval_batch_size", 256, "Images per evaluation step.")
 flags.DEFINE_boolean("report", True, "End with the evaluation report of the final model (workdir/report/).")
 common.define_report_flags()
+common.define_distribution_flag()
 FLAGS = flags.FLAGS
 
 
@@ -79,6 +80,7 @@ def build_model(pretrained, config, num_classes):
 def load_data(config, info, workdir):
     from keras_mae import data
     from keras_mae.data.classification import make_classification_dataset, one_hot_labels
+    from keras_mae.distribution import data_shard
 
     size = config["image_size"]
     dataset, split, (mean, std), steps = downstream.labelled_split(
@@ -91,9 +93,10 @@ def load_data(config, info, workdir):
         split.train, size, FLAGS.batch_size, seed=FLAGS.seed, mean=mean, std=std, rand_augment=FLAGS.rand_augment,
         random_erasing_prob=FLAGS.random_erasing_prob, num_classes=num_classes, mixup_alpha=FLAGS.mixup_alpha,
         cutmix_alpha=FLAGS.cutmix_alpha, switch_prob=FLAGS.switch_prob, label_smoothing=FLAGS.label_smoothing,
+        shard=data_shard(),  # this process's rows of each global batch
     )
-    evaluation = one_hot_labels(data.make_eval_dataset(split.eval, size, FLAGS.eval_batch_size, mean=mean, std=std),
-                                num_classes)
+    evaluation = one_hot_labels(data.make_eval_dataset(split.eval, size, FLAGS.eval_batch_size, mean=mean, std=std,
+                                                       shard=data_shard()), num_classes)
     return {"name": dataset, "split": split, "num_classes": num_classes, "steps": steps, "mean": list(mean),
             "std": list(std), "train": train.repeat(), "eval": evaluation}
 
@@ -101,10 +104,18 @@ def load_data(config, info, workdir):
 def main(argv):
     import keras
 
-    from keras_mae.optimizers.finetune_optimizer import make_finetune_optimizer
-
     check_flags()
     keras.config.set_dtype_policy(FLAGS.dtype_policy)
+    scope, _ = downstream.setup_distribution(FLAGS)
+    with scope():  # builds and compiles on every replica (tf.distribute); a no-op elsewhere
+        finetune()
+
+
+def finetune():
+    import keras
+
+    from keras_mae.optimizers.finetune_optimizer import make_finetune_optimizer
+
     workdir = downstream.prepare_workdir(FLAGS.workdir, FLAGS.encoder, "finetune",
                                          "the fine-tuning's checkpoints and model", model_flags=("preset",),
                                          restart_flags=("global_pool",))
@@ -131,7 +142,7 @@ def main(argv):
     split = data["split"]
     recipe.fit(model, data["train"], workdir, initial, steps, data["eval"] if FLAGS.eval_every else None,
                FLAGS.eval_every, {"val_split": split.eval_name, "val_images": split.eval.num_examples})
-    results = {key: float(value) for key, value in model.evaluate(data["eval"], verbose=0, return_dict=True).items()}
+    results = downstream.evaluate(model, data["eval"])
     recipe.save(model, os.path.join(workdir, "classifier.keras"))
     names = reporting.class_names(split, data["num_classes"])
     reporting.write_classifier_record(workdir, "classifier.keras", split, data["mean"], data["std"], names)

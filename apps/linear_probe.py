@@ -39,6 +39,7 @@ flags.DEFINE_integer("features_batch_size", 512, "Images per forward pass when e
 flags.DEFINE_integer("eval_every", 0, "Epochs between evaluations during training without --cache_features (0: at the end).")
 flags.DEFINE_boolean("report", True, "End with the evaluation report of the trained probe (workdir/report/).")
 common.define_report_flags()
+common.define_distribution_flag()
 FLAGS = flags.FLAGS
 
 
@@ -70,7 +71,7 @@ def probe(encoder, name, workdir, data, key):
     every = 1 if FLAGS.cache_features else FLAGS.eval_every
     recipe.fit(trained, train, workdir, initial, steps, evaluation if every else None, every,
                {"val_split": data["split"].eval_name, "val_images": data["split"].eval.num_examples})
-    results = trained.evaluate(evaluation, verbose=0, return_dict=True)
+    results = downstream.evaluate(trained, evaluation)
     recipe.save(model, os.path.join(workdir, "probe.keras"))
     split, (mean, std) = data["split"], data["statistics"]
     names = reporting.class_names(split, data["num_classes"])
@@ -85,12 +86,13 @@ def probe(encoder, name, workdir, data, key):
         reporting.write(FLAGS, os.path.join(workdir, "report"), labels, probabilities, files, split, names,
                         tensorboard_dir=os.path.join(workdir, "tensorboard"), model=f"{name} ({FLAGS.head} head)",
                         dataset=data["name"])
-    return {metric: float(value) for metric, value in results.items()}
+    return results
 
 
 def load_data(encoder, info, workdir):
     from keras_mae import data
     from keras_mae.data.classification import make_classification_dataset
+    from keras_mae.distribution import data_shard
     from keras_mae.evaluation.predict import with_ids as ids_of
 
     size = encoder.image_size
@@ -111,14 +113,23 @@ def load_data(encoder, info, workdir):
         "mean": list(mean),
         "steps": steps,
         "train": None if FLAGS.cache_features else make_classification_dataset(
-            split.train, size, FLAGS.batch_size, seed=FLAGS.seed, mean=mean, std=std).repeat(),
+            split.train, size, FLAGS.batch_size, seed=FLAGS.seed, mean=mean, std=std, shard=data_shard()).repeat(),
         "train_plain": data.make_eval_dataset(split.train, **plain) if FLAGS.cache_features else None,
-        "eval": data.make_eval_dataset(split.eval, **plain),
+        "eval": data.make_eval_dataset(split.eval, **plain, shard=data_shard()),
     }
 
 
 def main(argv):
     recipe.check_training_flags("features_batch_size")
+    if FLAGS.cache_features and FLAGS.distribution != "none":
+        raise common.UserError("--cache_features trains the head on features extracted in one process (seconds per "
+                               "epoch); drop --distribution, or drop --cache_features to train on augmented images.")
+    scope, _ = downstream.setup_distribution(FLAGS)
+    with scope():  # builds and compiles on every replica (tf.distribute); a no-op elsewhere
+        linear_probe()
+
+
+def linear_probe():
     encoder, info = downstream.load_encoder(FLAGS.encoder, FLAGS.preset)
     workdir = downstream.prepare_workdir(FLAGS.workdir, FLAGS.encoder, "linear_probe",
                                          "the probe's checkpoints and results", model_flags=("preset",),
@@ -134,7 +145,8 @@ def main(argv):
         common.check_workdir(random_workdir)
         from keras_mae.data import save_split
 
-        save_split(data["split"], random_workdir)  # so that evaluate.py finds the same evaluation images there
+        if common.chief():
+            save_split(data["split"], random_workdir)  # so that evaluate.py finds the same evaluation images there
         random_encoder = downstream.random_encoder_like(encoder, FLAGS.seed)
         runs["random_init"] = probe(random_encoder, "random_probe", random_workdir, data,
                                     {**key, "encoder": random_encoder.get_config(), "seed": FLAGS.seed})

@@ -30,9 +30,7 @@ flags.DEFINE_integer("num_reconstructions", 8, "Images in the reconstruction sum
 flags.DEFINE_integer("eval_every", 1, "Epochs between validation reconstruction losses on the evaluation split (0: off).")
 flags.DEFINE_integer("num_eval_images", 10000, "Evaluation images the validation loss is computed on (a fixed subset).")
 flags.DEFINE_integer("knn_every", 0, "Epochs between kNN accuracy checks on labelled data (0: off).")
-flags.DEFINE_enum("distribution", "none", ["none", "data_parallel", "mirrored", "multi_worker_mirrored", "tpu", "ddp"],
-                  "Multi-device engine: data_parallel (jax), mirrored / multi_worker_mirrored / tpu (tensorflow), "
-                  "ddp (torch, under torchrun). --batch_size is the global batch.")
+common.define_distribution_flag()
 FLAGS = flags.FLAGS
 
 
@@ -93,7 +91,8 @@ def main(argv):
         )
 
     workdir = FLAGS.workdir
-    initial = recipe.resume(model, workdir)
+    with scope():  # restoring builds the optimizer's variables: on every replica under tf.distribute
+        initial = recipe.resume(model, workdir)
 
     def train(epoch, step):
         # Epoch e's order and crops depend on (seed, e) only: a resumed run sees the batches of an uninterrupted one.

@@ -249,7 +249,7 @@ def fit(model, train, workdir, initial, steps, validation=None, validation_freq=
     """
     import keras
 
-    from keras_mae import callbacks
+    from keras_mae import callbacks, distribution
     from keras_mae.distribution import is_chief
 
     checkpoint_dir = os.path.join(workdir, "checkpoints")
@@ -279,7 +279,7 @@ def fit(model, train, workdir, initial, steps, validation=None, validation_freq=
                     data(first, offset), epochs=last, initial_epoch=first, steps_per_epoch=steps - offset,
                     validation_data=validation, validation_freq=max(validation_freq, 1),
                     verbose=FLAGS.verbose if chief else 0, shuffle=False,
-                    callbacks=[nan_guard, *monitors, *writers, stop],
+                    callbacks=[*distribution.callbacks(), nan_guard, *monitors, *writers, stop],
                 )
             if nan_guard.message:
                 break
@@ -293,8 +293,10 @@ def fit(model, train, workdir, initial, steps, validation=None, validation_freq=
 
 
 def save(model, path):
-    """`model.save(path)`, written then renamed: a crash never leaves half a file."""
+    """`model.save(path)`, written then renamed: a crash never leaves half a file (process 0 only)."""
     from keras_mae.utils.atomic import atomic_path
 
+    if not common.chief():
+        return
     with atomic_path(path) as tmp:
         model.save(tmp)

@@ -16,9 +16,12 @@ def class_names(split, num_classes):
 
 
 def write_classifier_record(workdir, model_file, split, mean, std, names):
-    """`workdir/classifier.json`: the model file and what evaluating it needs (data, split, normalisation, classes)."""
+    """`workdir/classifier.json`: the model file and what evaluating it needs (data, split, normalisation, classes).
+    Process 0 only."""
     from keras_mae.utils.atomic import write_json_atomic
 
+    if not common.chief():
+        return
     write_json_atomic(os.path.join(workdir, CLASSIFIER_RECORD), {
         "model": model_file, "dataset": split.record["dataset"], "eval_dataset": split.record["eval_dataset"],
         "mean": [float(m) for m in mean], "std": [float(s) for s in std], "class_names": list(names),
@@ -49,13 +52,15 @@ def write(FLAGS, directory, labels, probabilities, files, split, names, tensorbo
         **context: what was evaluated (model, dataset), saved in the report.
 
     Returns:
-        The report dict.
+        The report dict (every process computes it; process 0 writes it).
     """
     from keras_mae import evaluation
 
     options = common.report_options(FLAGS, names)
     report = evaluation.evaluation_report(labels, probabilities, split.eval_name, class_names=names,
                                           split_how=split.how, **context, **options)
+    if not common.chief():
+        return report
     path = evaluation.write_report(directory, report, labels, probabilities, files, tensorboard_dir)
     auc = report["roc_auc"]
     print(f"Report on {split.eval_name} ({report['num_images']} images): accuracy {100 * report['accuracy']:.1f}%, "

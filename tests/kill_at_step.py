@@ -1,14 +1,13 @@
 """Runs an app (argv[1], e.g. apps/pretrain.py) and, in the process whose rank is $KILL_RANK (torchrun's RANK,
-KERAS_DISTRIBUTION_PROCESS_ID, TF_CONFIG's index; default 0), SIGKILLs itself right after optimizer step
-$KILL_AT_STEP: one process of a job dying at a known point."""
+KERAS_DISTRIBUTION_PROCESS_ID, TF_CONFIG's index; default 0), SIGKILLs itself right after the $KILL_AT_STEP-th
+train step it runs: one process of a job dying at a known point. (Steps are counted here: reading the model's
+step in one process only would be a collective the others never join, on JAX.)"""
 
 import json
 import os
 import runpy
 import signal
 import sys
-
-import keras
 
 from keras_mae.callbacks import EpochCheckpoint
 
@@ -21,12 +20,13 @@ def rank():
 
 
 if rank() == int(os.environ.get("KILL_RANK", "0")):
-    at_step = int(os.environ["KILL_AT_STEP"])
+    at_step, steps = int(os.environ["KILL_AT_STEP"]), []
     after_batch = EpochCheckpoint.on_train_batch_end
 
     def on_train_batch_end(self, batch, logs=None):
         after_batch(self, batch, logs)
-        if int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)) == at_step:
+        steps.append(batch)
+        if len(steps) == at_step:
             os.kill(os.getpid(), signal.SIGKILL)
 
     EpochCheckpoint.on_train_batch_end = on_train_batch_end

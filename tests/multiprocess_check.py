@@ -41,7 +41,8 @@ def main(name, out):
         np.savez(os.path.join(out, "weights.npz"), **weights)
         with open(os.path.join(out, "result.json"), "w") as file:
             json.dump({"replicas": replicas, "loss": history.history["loss"], "val_loss": history.history["val_loss"],
-                       "eval_loss": evaluation["loss"], "steps": int(keras.ops.convert_to_numpy(model.optimizer.iterations))}, file)
+                       "eval_loss": evaluation["loss"],
+                       "steps": int(keras.ops.convert_to_numpy(model.optimizer.iterations))}, file)
 
 
 if __name__ == "__main__":

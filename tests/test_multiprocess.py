@@ -35,12 +35,13 @@ def test_two_processes_train_as_one_on_the_global_batch(tmp_path):
 
 KILLER = os.path.join(ROOT, "tests", "kill_at_step.py")
 PRETRAIN = os.path.join(ROOT, "apps", "pretrain.py")
+SMOKE = os.path.join(ROOT, "apps", "configs", "smoke.flags")
 
 
 def _pretrain_job(workdir, data_path, env=None):
     distribution = multiprocess.DISTRIBUTION[keras.backend.backend()]
     return multiprocess.launch(
-        KILLER if env else PRETRAIN, *([PRETRAIN] if env else []), "--flagfile=" + os.path.join(ROOT, "apps", "configs", "smoke.flags"),
+        KILLER if env else PRETRAIN, *([PRETRAIN] if env else []), f"--flagfile={SMOKE}",
         f"--dataset={data_path}", "--epochs=3", "--steps_per_epoch=3", "--verbose=0", "--reconstruction_every=100",
         f"--workdir={workdir}", f"--distribution={distribution}", env=env)
 
@@ -84,3 +85,75 @@ def test_a_two_process_pretraining_writes_once_and_resumes_after_one_process_is_
     assert expected.keys() == got.keys()
     for name in expected:
         np.testing.assert_allclose(got[name], expected[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def _read_json(path):
+    return json.loads(path.read_text())
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="the downstream apps run several processes on torch DDP")
+def test_downstream_apps_under_ddp_train_once_and_evaluate_exactly(tmp_path):
+    import keras_mae
+
+    rng = np.random.default_rng(0)
+    data_path = tmp_path / "labelled.npz"
+    np.savez(data_path, x_train=(rng.uniform(size=(64, 16, 16)) * 255).astype("uint8"), y_train=rng.integers(0, 3, 64),
+             x_test=(rng.uniform(size=(21, 16, 16)) * 255).astype("uint8"), y_test=np.arange(21) % 3)
+    keras.utils.set_random_seed(0)
+    encoder = keras_mae.ViTEncoder(image_size=16, patch_size=4, num_channels=1, hidden_dim=16, num_layers=1,
+                                   num_heads=2, mlp_dim=32)
+    encoder.save(tmp_path / "encoder.keras")
+    data_flags = [f"--dataset={data_path}", "--train_split=train", "--eval_split=test"]
+    # 21 test images in batches of 6: the last batch is partial, the two processes' shares uneven (12 and 9).
+    probe = tmp_path / "probe"
+    multiprocess.check(multiprocess.launch(
+        "linear_probe.py", f"--encoder={tmp_path / 'encoder.keras'}", *data_flags, "--epochs=2", "--warmup_epochs=0",
+        "--batch_size=16", "--features_batch_size=6", "--verbose=0", f"--workdir={probe}", "--distribution=ddp"))
+    tuned = tmp_path / "finetune"
+    multiprocess.check(multiprocess.launch(
+        "finetune.py", f"--encoder={tmp_path / 'encoder.keras'}", *data_flags, "--epochs=1", "--warmup_epochs=0",
+        "--batch_size=16", "--eval_batch_size=6", "--verbose=0", f"--workdir={tuned}", "--distribution=ddp"))
+    assert [json.loads(line)["epoch"] for line in (probe / "log.jsonl").read_text().splitlines()] == [1, 2]
+
+    for workdir, model, result, metric in ((probe, "probe.keras", "linear_probe.json", ("pretrained", "top1")),
+                                           (tuned, "classifier.keras", "finetune.json", ("top1",))):
+        # The job's evaluate (metric states summed over the processes) equals one process evaluating its model.
+        single = tmp_path / f"{workdir.name}_single"
+        run_app("evaluate.py", f"--model={workdir / model}", *data_flags, "--batch_size=6", f"--workdir={single}")
+        report = _read_json(single / "report.json")
+        recorded = _read_json(workdir / result)
+        for key in metric:
+            recorded = recorded[key]
+        assert report["num_images"] == 21
+        assert recorded == pytest.approx(report["accuracy"], abs=1e-7)
+        # The job's report, from every process's predictions, is the one process's.
+        assert _read_json(workdir / "report" / "report.json")["accuracy"] == report["accuracy"]
+
+    # evaluate.py itself across two processes: one process's report and predictions, image by image (the
+    # probabilities to float rounding: the processes' forward passes run on batches of 3, not 6).
+    double = tmp_path / "evaluate_ddp"
+    multiprocess.check(multiprocess.launch("evaluate.py", f"--model={probe / 'probe.keras'}", *data_flags,
+                                           "--batch_size=6", f"--workdir={double}", "--distribution=ddp"))
+    single = tmp_path / "probe_single"
+    _assert_close(_read_json(double / "report.json"), _read_json(single / "report.json"))
+    rows = [np.genfromtxt(d / "predictions.csv", delimiter=",", skip_header=1) for d in (double, single)]
+    np.testing.assert_array_equal(rows[0][:, :3], rows[1][:, :3])  # index, true and predicted class
+    np.testing.assert_allclose(rows[0][:, 3:], rows[1][:, 3:], atol=2e-6)
+
+
+def _assert_close(a, b, path="report"):
+    """Equal structures; ints and strings equal, floats to 1e-6."""
+    assert type(a) is type(b) or {type(a), type(b)} <= {int, float}, path
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for key in a:
+            _assert_close(a[key], b[key], f"{path}.{key}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_close(x, y, f"{path}[{i}]")
+    elif isinstance(a, float):
+        assert a == pytest.approx(b, rel=1e-6, abs=1e-9), path
+    else:
+        assert a == b, path

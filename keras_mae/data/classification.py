@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from keras_mae.data import augment as augment_lib
 from keras_mae.data.mix import mix_batch
+from keras_mae.data.sharding import check_shard, shard_rows
 from keras_mae.data.normalization import fit_normalization, normalize
 from keras_mae.data.sources import load_source
 
@@ -91,7 +92,8 @@ def make_rand_augment(num_channels, magnitude=0.9, magnitude_stddev=0.05, augmen
 def make_classification_dataset(spec_or_source, image_size, batch_size, num_channels=None, seed=0, split="train",
                                 data_dir=None, mean=None, std=None, crop_scale=LINPROBE_CROP_SCALE,
                                 rand_augment=False, random_erasing_prob=0.0, num_classes=None, mixup_alpha=0.0,
-                                cutmix_alpha=0.0, switch_prob=0.5, label_smoothing=0.0, shuffle_buffer=10000):
+                                cutmix_alpha=0.0, switch_prob=0.5, label_smoothing=0.0, shuffle_buffer=10000,
+                                shard=None):
     """Shuffled, augmented, normalised `(images, labels)` batches for supervised training.
 
     Args:
@@ -109,6 +111,9 @@ def make_classification_dataset(spec_or_source, image_size, batch_size, num_chan
             targets (smoothed, mixed); when None they stay int32 class ids.
         mixup_alpha, cutmix_alpha, switch_prob, label_smoothing: see `mix_batch`; need `num_classes`.
         shuffle_buffer: int. Defaults to 10000.
+        shard: `(index, count)` or None. This process's rows of every global batch of `batch_size` (see
+            `make_pretrain_dataset`), with the augmentation one process would draw for them; mixup / cutmix
+            mix within the process's rows (as the official code mixes each GPU's batch). Defaults to None.
 
     Returns:
         `tf.data.Dataset` of `(float32 [batch, H, W, C], int32 [batch] or float32 [batch, num_classes])`.
@@ -136,9 +141,11 @@ def make_classification_dataset(spec_or_source, image_size, batch_size, num_chan
             image = random_erasing(image, erase_seed, random_erasing_prob)
         return image, label
 
-    noise = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-    examples = tf.data.Dataset.zip((source.examples(shuffle_buffer, seed), noise))
-    batches = examples.map(transform, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size, drop_remainder=True)
+    index, count = check_shard(shard, batch_size)
+    noise = shard_rows(tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True), index, count, batch_size)
+    examples = tf.data.Dataset.zip((source.examples(shuffle_buffer, seed, shard=(index, count, batch_size)), noise))
+    batches = examples.map(transform, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size // count,
+                                                                                 drop_remainder=True)
     if num_classes is not None:
         batch_noise = tf.data.Dataset.random(seed=(seed or 0) + 1, rerandomize_each_iteration=True)
 

@@ -16,6 +16,7 @@ import tensorflow as tf
 # `augment` is also an argument of make_pretrain_dataset.
 from keras_mae.data import augment as augment_lib
 from keras_mae.data.normalization import fit_normalization, normalize
+from keras_mae.data import sharding
 from keras_mae.data.sharding import check_shard, shard_rows
 from keras_mae.data.sources import load_source
 
@@ -196,9 +197,10 @@ def make_eval_dataset(spec_or_source, image_size, batch_size, num_channels=None,
         mean: sequence or None. Per-channel mean in [0, 1] units; None uses the source's.
         std: sequence or None. Per-channel std in [0, 1] units; None uses the source's.
         shard: `(index, count)` or None. This process's rows of each batch
-            of `batch_size` (see `make_pretrain_dataset`); the source must
-            fill whole batches (`subset` it to a multiple of `batch_size`),
-            so that every process evaluates as many images.
+            of `batch_size` (see `make_pretrain_dataset`); of the last,
+            partial batch, the rows that exist, so the processes together
+            evaluate every image once (the MAE's masks are one process's
+            only when every batch is whole).
 
     Returns:
         `tf.data.Dataset` of `(float32 images [batch, height, width, C], int32
@@ -209,17 +211,15 @@ def make_eval_dataset(spec_or_source, image_size, batch_size, num_channels=None,
     )
 
     index, count = check_shard(shard, batch_size)
-    if count > 1 and (source.num_examples is None or source.num_examples % batch_size):
-        raise ValueError(f"A sharded evaluation needs whole batches: {source.num_examples} images are not a multiple "
-                         f"of batch_size={batch_size}; subset the source to a multiple of it.")
 
     def transform(image, label):
         image = augment_lib.resize_center_crop(image, size)
         return normalize(image, mean, std), label
 
     examples = source.examples(shard=(index, count, batch_size) if count > 1 else None)
-    if count > 1:  # the filter hides how many there are; Keras counts an evaluation's steps from it
-        examples = examples.apply(tf.data.experimental.assert_cardinality(source.num_examples // count))
+    if count > 1 and source.num_examples is not None:  # the filter hides how many; Keras counts steps from it
+        examples = examples.apply(tf.data.experimental.assert_cardinality(
+            sharding.rows_of(source.num_examples, index, count, batch_size)))
     examples = examples.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
     return _batch(examples, batch_size // count, with_labels, drop_remainder=False)
 

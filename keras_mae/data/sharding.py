@@ -31,3 +31,10 @@ def shard_rows(dataset, index, count, batch_size, start=0):
     return (tf.data.Dataset.zip(tf.data.Dataset.range(start, tf.int64.max), dataset)
             .filter(lambda position, _: in_shard(position, index, count, batch_size))
             .map(lambda _, example: example))
+
+
+def rows_of(num_examples, index, count, batch_size):
+    """How many of `num_examples`, batched by `batch_size`, fall in process `index`'s rows."""
+    rows = batch_size // count
+    whole, rest = divmod(num_examples, batch_size)
+    return whole * rows + min(max(rest - index * rows, 0), rows)

@@ -24,6 +24,7 @@ import os
 
 import keras
 
+from keras_mae.distribution import torch_ddp
 from keras_mae.distribution.torch_ddp import TorchDataParallel  # noqa: F401 (public: for models other than the MAE)
 
 STRATEGIES = {
@@ -117,6 +118,20 @@ def replica_position():
             return 0, 1
         return context.replica_id_in_sync_group, context.num_replicas_in_sync
     return 0, 1
+
+
+def callbacks():
+    """The callbacks `fit` / `evaluate` need under the current engine: `[TorchDataParallel()]` under torch DDP
+    (put them first), else none (the JAX and TensorFlow engines are inside Keras)."""
+    return [TorchDataParallel()] if torch_ddp.active() else []
+
+
+def barrier():
+    """Waits until every process of a torch DDP job gets here (a no-op elsewhere)."""
+    if torch_ddp.active():
+        import torch.distributed as dist
+
+        dist.barrier()
 
 
 def reads_are_collective():

@@ -6,16 +6,19 @@ module does what DDP does, around an unchanged `fit`, with `torch.distributed` c
 - one start: rank 0's variables (and optimizer state) are broadcast before the first step;
 - one update: each step's gradients are averaged over the ranks before the optimizer applies them,
   flattened into 25 MiB buckets (DDP's default) with one asynchronous all-reduce each;
-- one set of numbers: each epoch's metrics are averaged over the ranks before the callbacks after it
-  see them, so every rank logs what one process would on the global batch (the ranks' batches are
-  equal shares). `evaluate` returns what its model's metrics hold: the MAE reduces its loss over the
-  ranks in its test step (exact); for other models use `average_logs` on the returned dict.
+- one set of numbers: the metrics of each epoch's logs and of `evaluate`'s results are computed on
+  the metric states summed over the ranks, so every rank logs what one process would have measured
+  on all the ranks' images;
+- one model: BatchNorm's moving statistics, which each rank updates from its own batches (as the
+  official probe does, without SyncBatchNorm), are averaged over the ranks before each evaluation and
+  at each epoch's end, so the ranks evaluate and checkpoint the same model.
 
 `TorchDataParallel` is the callback doing it; `MaskedAutoencoder.fit` adds it by itself.
 Processes are started by `torchrun`, which sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and
 MASTER_PORT: NCCL on GPUs (one per LOCAL_RANK), gloo on CPUs.
 """
 
+import functools
 import os
 
 import keras
@@ -104,28 +107,55 @@ def _buckets(grads):
         yield bucket
 
 
-def average_logs(logs):
-    """Averages the numeric entries of a Keras logs dict over the ranks, in place (the same keys on every rank)."""
+def average_variables(variables):
+    """Sets every rank's `variables` to their mean over the ranks."""
     import torch
     import torch.distributed as dist
 
-    if not logs:
-        return logs
-    names = sorted(name for name, value in logs.items() if _is_number(value))
-    values = torch.tensor([float(logs[name]) for name in names], dtype=torch.float64)
-    dist.all_reduce(values)
-    for name, value in zip(names, (values / dist.get_world_size()).tolist()):
-        logs[name] = value
-    return logs
+    with torch.no_grad():
+        for variable in variables:
+            dist.all_reduce(variable.value.data)
+            variable.value.data /= dist.get_world_size()
 
 
-def mean_over_ranks(value):
-    """A scalar tensor's mean over the ranks (every rank gets it)."""
+def batch_norm_statistics(model):
+    """The moving means and variances of `model`'s BatchNormalization layers (each rank updates its own)."""
+    return [variable for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)
+            for variable in (layer.moving_mean, layer.moving_variance)]
+
+
+def gather_arrays(*arrays):
+    """Every rank's numpy arrays, concatenated in rank order along axis 0, on every rank."""
+    import numpy as np
     import torch.distributed as dist
 
-    value = value.detach().clone()
-    dist.all_reduce(value)
-    return value / dist.get_world_size()
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, [np.asarray(array) for array in arrays])
+    return tuple(np.concatenate([part[i] for part in gathered]) for i in range(len(arrays)))
+
+
+def summed_metrics(model, result):
+    """`result()` (the model's metrics results) computed on its metrics' states summed over the ranks.
+
+    Keras metrics keep additive states (totals and counts, confusion counts), so their sums are the states one
+    process would hold after seeing every rank's batches: the results are exact, whatever each rank's share
+    (what tf.distribute does with its SUM-aggregated metric variables). The ranks' own states are left as they
+    were.
+    """
+    import torch
+    import torch.distributed as dist
+
+    variables = [variable for metric in model.metrics for variable in metric.variables]
+    with torch.no_grad():
+        kept = [variable.value.detach().clone() for variable in variables]
+        for variable in variables:
+            dist.all_reduce(variable.value.data)
+    try:
+        return result()
+    finally:
+        with torch.no_grad():
+            for variable, value in zip(variables, kept):
+                variable.value.data.copy_(value)
 
 
 def max_over_ranks(number):
@@ -138,19 +168,40 @@ def max_over_ranks(number):
     return int(value.item())
 
 
-def _is_number(value):
-    return isinstance(value, (int, float)) or (hasattr(value, "shape") and tuple(value.shape) == ())
-
-
 class TorchDataParallel(keras.callbacks.Callback):
     """Makes `fit` / `evaluate` data parallel over a torchrun job (see the module docstring).
 
-    Put it first in `callbacks`, so the callbacks after it see metrics averaged over the ranks. Each
-    rank must read its own share of every global batch (`make_pretrain_dataset(..., shard=...)`).
-    `MaskedAutoencoder.fit` adds it itself; for other models pass it:
+    Each rank must read its own share of every global batch (`make_pretrain_dataset(..., shard=...)`). The
+    metrics `fit` logs at each epoch's end and `evaluate` returns are those of the global batches
+    (`summed_metrics`); the per-batch progress shows the rank's own. `MaskedAutoencoder.fit` and `evaluate`
+    add it themselves; for other models pass it:
 
         model.fit(dataset_shard, callbacks=[keras_mae.distribution.TorchDataParallel(), ...])
     """
+
+    def set_model(self, model):
+        super().set_model(model)
+        self._phase = None  # "fit", or "evaluate" for an evaluate outside fit
+        self._in_step = False
+
+    def _sum_metrics(self, model):
+        # What fit's epoch logs and evaluate's results are read from. Keras's default train and test steps read it
+        # too, in every step; summing there would be a collective per step (and the ranks' evaluation steps differ
+        # in number when the last batch is partial), so only the reads outside steps are summed.
+        result = functools.partial(type(model).get_metrics_result, model)
+        model.get_metrics_result = lambda: summed_metrics(model, result) if not self._in_step else result()
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._in_step = True
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._in_step = False
+
+    def on_test_batch_begin(self, batch, logs=None):
+        self._in_step = True
+
+    def on_test_batch_end(self, batch, logs=None):
+        self._in_step = False
 
     def on_train_begin(self, logs=None):
         optimizer = self.model.optimizer
@@ -164,10 +215,25 @@ class TorchDataParallel(keras.callbacks.Callback):
 
         optimizer.apply = averaged_apply
         self._optimizer = optimizer
+        self._phase = "fit"
+        self._sum_metrics(self.model)
 
     def on_train_end(self, logs=None):
-        if "apply" in vars(self._optimizer):
-            del self._optimizer.apply
+        vars(self._optimizer).pop("apply", None)
+        vars(self.model).pop("get_metrics_result", None)
+        self._phase = None
+
+    def on_test_begin(self, logs=None):
+        # One model to evaluate (and, at the epoch's end, to checkpoint): the ranks' BatchNorm statistics averaged.
+        average_variables(batch_norm_statistics(self.model))
+        if self._phase is None:
+            self._phase = "evaluate"
+            self._sum_metrics(self.model)
+
+    def on_test_end(self, logs=None):
+        if self._phase == "evaluate":  # (an evaluation inside fit ends with fit)
+            vars(self.model).pop("get_metrics_result", None)
+            self._phase = None
 
     def on_epoch_end(self, epoch, logs=None):
-        average_logs(logs)  # the dict the later callbacks (and the History) get
+        average_variables(batch_norm_statistics(self.model))

@@ -65,14 +65,24 @@ def predict_probabilities(model, source, image_size, batch_size=256, mean=None, 
         mean, std: normalisation; None uses the source's.
         verbose: Keras progress output. Defaults to 0.
 
+    Under torch DDP every process predicts its share of `source` and returns all of them.
+
     Returns:
         `(labels int (n,), probabilities float64 (n, num_classes), files list or None)`.
     """
     from keras_mae.data import make_eval_dataset
+    from keras_mae.distribution import data_shard, torch_ddp
 
     indexed, resolve = with_ids(source)
-    dataset = make_eval_dataset(indexed, image_size, batch_size, mean=mean, std=std)
+    # Under torch DDP each process predicts its share and every process gets them all, in one process's order.
+    shard = data_shard() if torch_ddp.active() else None
+    dataset = make_eval_dataset(indexed, image_size, batch_size, mean=mean, std=std, shard=shard)
     logits, ids = predict_with_ids(model, dataset, verbose=verbose)
+    if shard is not None:
+        logits, ids = torch_ddp.gather_arrays(logits, ids)
+        if source.key_table is not None:  # ids are positions
+            order = np.argsort(ids, kind="stable")
+            logits, ids = logits[order], ids[order]
     labels, files = resolve(ids)
     return labels, softmax(logits), files
 

@@ -44,7 +44,7 @@ def test_step(model, *args):
     images = _images(data)
     with _StepState(model, state, training=False) as step:
         loss = model.compute_reconstruction_loss(images, training=False, noise=model.evaluation_noise(images))
-        model.loss_tracker.update_state(_mean_over_processes(loss))
+        model.loss_tracker.update_state(loss)
         logs = _logs(model)
     return step.returned(logs)
 
@@ -174,13 +174,6 @@ def _tf_workers():
         return 1
     spec = strategy.cluster_resolver.cluster_spec()
     return sum(spec.num_tasks(job) for job in spec.jobs)
-
-
-def _mean_over_processes(loss):
-    """Under torch DDP the loss of the global batch (the ranks' losses averaged), so `evaluate` returns it."""
-    from keras_mae.distribution import torch_ddp
-
-    return torch_ddp.mean_over_ranks(loss) if torch_ddp.active() else loss
 
 
 def _state_and_data(args):
