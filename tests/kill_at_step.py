@@ -19,19 +19,23 @@ def rank():
     return int(json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {}).get("index", 0))
 
 
-if rank() == int(os.environ.get("KILL_RANK", "0")):
-    at_step, steps = int(os.environ["KILL_AT_STEP"]), []
-    after_batch = EpochCheckpoint.on_train_batch_end
+def main():
+    if rank() == int(os.environ.get("KILL_RANK", "0")):
+        at_step, steps = int(os.environ["KILL_AT_STEP"]), []
+        after_batch = EpochCheckpoint.on_train_batch_end
 
-    def on_train_batch_end(self, batch, logs=None):
-        after_batch(self, batch, logs)
-        steps.append(batch)
-        if len(steps) == at_step:
-            os.kill(os.getpid(), signal.SIGKILL)
+        def on_train_batch_end(self, batch, logs=None):
+            after_batch(self, batch, logs)
+            steps.append(batch)
+            if len(steps) == at_step:
+                os.kill(os.getpid(), signal.SIGKILL)
 
-    EpochCheckpoint.on_train_batch_end = on_train_batch_end
+        EpochCheckpoint.on_train_batch_end = on_train_batch_end
+    script = sys.argv.pop(1)
+    sys.argv[0] = script
+    sys.path.insert(0, os.path.dirname(os.path.abspath(script)))
+    runpy.run_path(script, run_name="__main__")
 
-script = sys.argv.pop(1)
-sys.argv[0] = script
-sys.path.insert(0, os.path.dirname(os.path.abspath(script)))
-runpy.run_path(script, run_name="__main__")
+
+if __name__ == "__main__":
+    main()
