@@ -79,6 +79,7 @@ def test_a_two_process_pretraining_writes_once_and_resumes_after_one_process_is_
     # The same command resumes every process from epoch 1 and ends where the uninterrupted job did.
     resumed = multiprocess.check(_pretrain_job(killed, data_path))
     assert "Resuming from epoch 1" in resumed[0][1]
+    assert sum(out.count("Resuming from epoch") for _, out, _ in resumed) == 1  # process 0 reports, alone
     rows = [json.loads(line) for line in (killed / "log.jsonl").read_text().splitlines()]
     assert [row["epoch"] for row in rows] == [1, 2, 3]
     expected, got = _final_weights(whole), _final_weights(killed)
