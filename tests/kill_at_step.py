@@ -1,7 +1,8 @@
-"""Runs an app (argv[1], e.g. apps/pretrain.py) and, in the process whose rank is $KILL_RANK (torchrun's RANK,
-KERAS_DISTRIBUTION_PROCESS_ID, TF_CONFIG's index; default 0), SIGKILLs itself right after the $KILL_AT_STEP-th
-train step it runs: one process of a job dying at a known point. (Steps are counted here: reading the model's
-step in one process only would be a collective the others never join, on JAX.)"""
+"""Runs an app (argv[1], e.g. apps/pretrain.py); the process whose rank is $KILL_RANK (torchrun's RANK,
+KERAS_DISTRIBUTION_PROCESS_ID, TF_CONFIG's index; default 0) sends itself $KILL_SIGNAL (default SIGKILL) right
+after the $KILL_AT_STEP-th train step it runs: one process of a job dying, or preempted, at a known point.
+(Steps are counted here: reading the model's step in one process only would be a collective the others never
+join, on JAX.)"""
 
 import json
 import os
@@ -28,7 +29,7 @@ def main():
             after_batch(self, batch, logs)
             steps.append(batch)
             if len(steps) == at_step:
-                os.kill(os.getpid(), signal.SIGKILL)
+                os.kill(os.getpid(), getattr(signal, os.environ.get("KILL_SIGNAL", "SIGKILL")))
 
         EpochCheckpoint.on_train_batch_end = on_train_batch_end
     script = sys.argv.pop(1)

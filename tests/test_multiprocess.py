@@ -46,6 +46,18 @@ def _pretrain_job(workdir, data_path, env=None):
         f"--workdir={workdir}", f"--distribution={distribution}", env=env)
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """`(data, workdir)`: 48 + 16 random 28x28 images, and a 2-process pretraining on them that nothing stopped."""
+    directory = tmp_path_factory.mktemp("uninterrupted")
+    rng = np.random.default_rng(0)
+    data_path = directory / "images.npz"
+    np.savez(data_path, x_train=(rng.uniform(size=(48, 28, 28)) * 255).astype("uint8"),
+             x_test=(rng.uniform(size=(16, 28, 28)) * 255).astype("uint8"))
+    multiprocess.check(_pretrain_job(directory / "whole", data_path))
+    return data_path, directory / "whole"
+
+
 def _final_weights(workdir):
     import h5py
 
@@ -57,13 +69,9 @@ def _final_weights(workdir):
 
 @pytest.mark.slow
 @pytest.mark.faults
-def test_a_two_process_pretraining_writes_once_and_resumes_after_one_process_is_killed(tmp_path):
-    rng = np.random.default_rng(0)
-    data_path = tmp_path / "images.npz"
-    np.savez(data_path, x_train=(rng.uniform(size=(48, 28, 28)) * 255).astype("uint8"),
-             x_test=(rng.uniform(size=(16, 28, 28)) * 255).astype("uint8"))
-    whole, killed = tmp_path / "whole", tmp_path / "killed"
-    multiprocess.check(_pretrain_job(whole, data_path))
+def test_a_two_process_pretraining_writes_once_and_resumes_after_one_process_is_killed(tmp_path, uninterrupted):
+    data_path, whole = uninterrupted
+    killed = tmp_path / "killed"
     # One writer: one log row per epoch, one checkpoint per epoch, one set of exports.
     rows = [json.loads(line) for line in (whole / "log.jsonl").read_text().splitlines()]
     assert [row["epoch"] for row in rows] == [1, 2, 3]
@@ -158,3 +166,21 @@ def _assert_close(a, b, path="report"):
         assert a == pytest.approx(b, rel=1e-6, abs=1e-9), path
     else:
         assert a == b, path
+
+
+@pytest.mark.slow
+@pytest.mark.faults
+@pytest.mark.skipif(keras.backend.backend() == "tensorflow", reason="TF workers do not agree on a stop signal")
+def test_a_sigterm_to_one_process_stops_every_process_after_the_same_step(tmp_path, uninterrupted):
+    data_path, whole = uninterrupted
+    stopped = tmp_path / "stopped"
+    # SIGTERM reaches process 1 alone, after step 5 (2 steps into epoch 2): both stop there, process 0 checkpoints.
+    results = _pretrain_job(stopped, data_path, env={"KILL_RANK": "1", "KILL_AT_STEP": "5", "KILL_SIGNAL": "SIGTERM"})
+    assert any(code for code, _, _ in results)
+    assert "stopped by SIGTERM after epoch 1 and 2 steps of epoch 2" in "".join(err for _, _, err in results)
+    assert os.path.isfile(stopped / "checkpoints" / "epoch_0001_step_000002.weights.h5")
+    resumed = multiprocess.check(_pretrain_job(stopped, data_path))
+    assert "Resuming from epoch 1, 2 steps into epoch 2" in resumed[0][1]
+    expected, got = _final_weights(whole), _final_weights(stopped)
+    for name in expected:
+        np.testing.assert_allclose(got[name], expected[name], rtol=1e-5, atol=1e-6, err_msg=name)

@@ -18,7 +18,7 @@ import threading
 
 import keras
 
-from keras_mae.distribution import torch_ddp
+from keras_mae import distribution
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -63,6 +63,7 @@ class StopOnSignal(keras.callbacks.Callback):
         self.signals = tuple(signals)
         self.received = None  # the signal number caught, until it is acted on
         self._previous = {}
+        self._processes = False  # whether the processes of a multi-process job must agree on stopping
 
     def __enter__(self):
         self.install()
@@ -102,6 +103,7 @@ class StopOnSignal(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self.install()
+        self._processes = distribution.torch_ddp.active() or distribution.reads_are_collective()
 
     def on_train_end(self, logs=None):
         self.uninstall()
@@ -116,14 +118,16 @@ class StopOnSignal(keras.callbacks.Callback):
             self._stop(logs)
 
     def _agreed(self):
-        """The signal received, by this process or (torch DDP) by any rank: every rank stops after the same step,
-        or one would wait forever in the next step's all-reduce."""
-        if torch_ddp.active():
-            self.received = torch_ddp.max_over_ranks(self.received or 0) or None
+        """The signal received, by this process or (torch DDP, multi-process JAX) by any other: every process stops
+        after the same step, or one would wait forever in the next step's collectives."""
+        if self._processes:
+            self.received = distribution.max_over_processes(self.received or 0) or None
         return self.received
 
     def _stop(self, logs):
         signum, self.received = self.received, None
         path = self.checkpoint.save_current(logs)
         self.uninstall()
+        if self._processes:  # none exits (and has its launcher stop the others) before process 0's write is done
+            distribution.barrier("keras_mae_preempted")
         raise Preempted(signum, path, self.checkpoint.position)

@@ -126,12 +126,29 @@ def callbacks():
     return [TorchDataParallel()] if torch_ddp.active() else []
 
 
-def barrier():
-    """Waits until every process of a torch DDP job gets here (a no-op elsewhere)."""
+def barrier(name="keras_mae"):
+    """Waits until every process of a torch DDP or multi-process JAX job gets here (a no-op elsewhere)."""
     if torch_ddp.active():
         import torch.distributed as dist
 
         dist.barrier()
+    elif reads_are_collective():
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def max_over_processes(number):
+    """The largest of the processes' ints, on every process, under torch DDP or multi-process JAX; else `number`
+    (e.g. the number of a signal that reached only some processes)."""
+    if torch_ddp.active():
+        return torch_ddp.max_over_ranks(number)
+    if reads_are_collective():
+        import numpy as np
+        from jax.experimental import multihost_utils
+
+        return int(np.max(multihost_utils.process_allgather(np.asarray([int(number)], np.int32))))
+    return int(number)
 
 
 def reads_are_collective():
