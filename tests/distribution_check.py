@@ -13,8 +13,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
-import keras_mae  # noqa: E402
-from keras_mae.distribution import setup_distribution  # noqa: E402
+from tests.multiprocess_check import tiny_mae  # noqa: E402
 
 if keras.backend.backend() == "tensorflow":
     import tensorflow as tf
@@ -24,15 +23,7 @@ if keras.backend.backend() == "tensorflow":
 
 
 def one_step(name):
-    scope, replicas = setup_distribution(name)
-    with scope():
-        keras.utils.set_random_seed(0)
-        model = keras_mae.MaskedAutoencoder(
-            image_size=8, patch_size=4, num_channels=3, hidden_dim=16, num_layers=2, num_heads=2, mlp_dim=32,
-            decoder_hidden_dim=8, decoder_num_layers=1, decoder_num_heads=2, decoder_mlp_dim=16, norm_pix_loss=True,
-            seed=0,
-        )
-        model.compile(optimizer=keras.optimizers.AdamW(1e-2))
+    model, replicas = tiny_mae(name)
     images = np.random.default_rng(1).normal(size=(8, 8, 8, 3)).astype("float32")
     history = model.fit(images, batch_size=8, epochs=1, shuffle=False, verbose=0)
     weights = [ops.convert_to_numpy(v) for v in model.trainable_variables]

@@ -21,15 +21,22 @@ from keras_mae.distribution import data_shard, is_chief, setup_distribution
 BATCH, STEPS = 8, 3
 
 
-def main(name, out):
+def tiny_mae(name, **overrides):
+    """Sets up distribution `name` and builds and compiles the tiny seeded MAE of the distribution checks in its
+    scope: `(model, replicas)`."""
     scope, replicas = setup_distribution(name)
     with scope():
         keras.utils.set_random_seed(0)
         model = keras_mae.MaskedAutoencoder(
             image_size=8, patch_size=4, num_channels=3, hidden_dim=16, num_layers=2, num_heads=2, mlp_dim=32,
             decoder_hidden_dim=8, decoder_num_layers=1, decoder_num_heads=2, decoder_mlp_dim=16, norm_pix_loss=True,
-            seed=0, eval_mask_seed=1)
+            seed=0, **overrides)
         model.compile(optimizer=keras.optimizers.AdamW(1e-2))
+    return model, replicas
+
+
+def main(name, out):
+    model, replicas = tiny_mae(name, eval_mask_seed=1)
     images = (np.random.default_rng(1).uniform(size=(4 * BATCH, 10, 10, 3)) * 255).astype("uint8")
     train = data.make_pretrain_dataset(images, 8, BATCH, seed=0, steps_per_epoch=STEPS, shard=data_shard())
     source = data.load_source(images[:2 * BATCH])

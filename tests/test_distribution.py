@@ -16,7 +16,8 @@ NATIVE = {"jax": "data_parallel", "tensorflow": "mirrored"}
 @pytest.mark.skipif(keras.backend.backend() not in NATIVE, reason="no multi-device fit on this backend")
 def test_two_devices_match_one_device():
     name = NATIVE[keras.backend.backend()]
-    result = run_app(os.path.join(ROOT, "tests", "distribution_check.py"), name, check=False, timeout=300)
+    result = run_app(os.path.join(ROOT, "tests", "distribution_check.py"), name, check=False, timeout=300,
+                     env={"PYTHONPATH": ROOT})
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["replicas"] == 2
