@@ -1,7 +1,7 @@
 """Starts a script or an app as a job of several processes on this machine, the way each engine's launcher does.
 
 - torch: `torchrun --standalone --nproc_per_node=N` (gloo on CPUs);
-- jax: N processes with Keras's variables KERAS_DISTRIBUTION_JOB_ADDRESSES (the coordinator, on a free
+- jax: N processes of one CPU device each, with Keras's variables KERAS_DISTRIBUTION_JOB_ADDRESSES (the coordinator, on a free
   localhost port), KERAS_DISTRIBUTION_NUM_PROCESSES and KERAS_DISTRIBUTION_PROCESS_ID;
 - tensorflow: N workers with a TF_CONFIG of free localhost ports.
 """
@@ -43,7 +43,8 @@ def launch(script, *args, processes=2, timeout=400, env=None):
     jobs = []
     for index in range(processes):
         if backend == "jax":
-            extra = {"KERAS_DISTRIBUTION_JOB_ADDRESSES": f"localhost:{ports[0]}",
+            # One CPU device per process whatever XLA_FLAGS the caller has: the job's devices are its processes.
+            extra = {"JAX_NUM_CPU_DEVICES": "1", "KERAS_DISTRIBUTION_JOB_ADDRESSES": f"localhost:{ports[0]}",
                      "KERAS_DISTRIBUTION_NUM_PROCESSES": str(processes), "KERAS_DISTRIBUTION_PROCESS_ID": str(index)}
         else:
             extra = {"TF_CONFIG": json.dumps({"cluster": {"worker": [f"localhost:{p}" for p in ports]},
