@@ -1,12 +1,17 @@
-"""MAE reconstruction figures: original | masked | reconstruction | reconstruction + visible, one PNG per image.
+"""MAE reconstruction figures: original | masked | reconstruction | reconstruction + visible, one PNG per image;
+with --attention, attention maps instead: original | the last block's CLS attention | attention rollout.
 
     python apps/visualize.py --checkpoint=mae_visualize_vit_large.pth --images=photos/ --output_dir=figures/
     python apps/visualize.py --checkpoint=runs/fmnist --images=samples/ --output_dir=figures/
+    python apps/visualize.py --checkpoint=runs/fmnist --images=samples/ --output_dir=figures/ --attention
 
 --checkpoint takes an official facebookresearch/mae file (.pth, or .safetensors / .npz in its layout), a
 Hugging Face ViTMAE directory, a `.keras` file, or a workdir of apps/pretrain.py (model.keras + run.json,
 whose mean/std are used). Images are resized to the model's image size (or --image_size) without cropping,
 as the official demo. The masks are fixed by --seed, so figures are comparable across checkpoints.
+Attention maps are of the whole, unmasked image and need only an encoder: any checkpoint with one works
+(a pretrained or fine-tuned ViT too). The CLS attention is averaged over the heads; the rollout
+(Abnar & Zuidema 2020) multiplies the blocks' head-averaged attention plus the identity.
 """
 
 import os
@@ -32,6 +37,10 @@ flags.DEFINE_boolean(
 flags.DEFINE_integer("num_heads", None, "Encoder heads, for widths other than 192/384/768/1024/1280.")
 flags.DEFINE_integer("decoder_num_heads", None, "Decoder heads, for decoder widths other than 512 and the above.")
 flags.DEFINE_integer("batch_size", 8, "Images per forward pass.")
+flags.DEFINE_boolean(
+    "attention", False,
+    "Draw attention maps (the last block's CLS attention, mean over heads, and attention rollout) over each "
+    "unmasked image instead of reconstructions; any checkpoint with an encoder works.")
 FLAGS = flags.FLAGS
 
 
@@ -61,21 +70,41 @@ def load(checkpoint):
     if not os.path.exists(checkpoint):
         raise common.UserError(f"--checkpoint {checkpoint!r} does not exist; pass a checkpoint file or directory.")
     ours_or_hf = os.path.isdir(checkpoint) or checkpoint.endswith(".keras")
-    given = FLAGS["norm_pix_loss"].present or not ours_or_hf
+    given = (FLAGS["norm_pix_loss"].present or not ours_or_hf) and not FLAGS.attention
     try:
-        model = checkpoints.load_model(
-            checkpoint, image_size=image_size_flag(), mask_ratio=FLAGS.mask_ratio,
+        model = checkpoints.load_model(  # attention maps need neither setting, and an encoder has neither
+            checkpoint, image_size=image_size_flag(), mask_ratio=None if FLAGS.attention else FLAGS.mask_ratio,
             norm_pix_loss=FLAGS.norm_pix_loss if given else None,
             num_heads=FLAGS.num_heads, decoder_num_heads=FLAGS.decoder_num_heads,
         )
     except ImportError as error:
         raise common.UserError(str(error)) from None
-    if not isinstance(model, MaskedAutoencoder):
+    except ValueError as error:  # --mask_ratio / --norm_pix_loss given to a model without a decoder
+        if "does not apply to this checkpoint's model" not in str(error):
+            raise
+        raise common.UserError(f"--checkpoint {checkpoint!r}: {error} {NEEDS_DECODER}") from None
+    if not isinstance(model, MaskedAutoencoder) and not FLAGS.attention:
         raise common.UserError(
-            f"--checkpoint {checkpoint!r} holds a {type(model).__name__} without the MAE decoder; reconstructions "
-            "need one with it, e.g. mae_visualize_vit_large.pth or mae_pretrain_vit_large_full.pth."
-        )
+            f"--checkpoint {checkpoint!r} holds a {type(model).__name__} without the MAE decoder. {NEEDS_DECODER}")
     return model
+
+
+NEEDS_DECODER = ("Reconstructions need a checkpoint with the decoder, e.g. mae_visualize_vit_large.pth or "
+                 "mae_pretrain_vit_large_full.pth; attention maps need only an encoder: pass --attention.")
+
+
+def attention_figures(encoder, images, mean, std):
+    """uint8 figures, one per image: the image | the last block's CLS attention (mean over heads) | rollout."""
+    import keras
+
+    from keras_mae.utils.attention_maps import attention_grid, attention_rollout, cls_attention
+
+    _, attention = encoder(images, return_attention=True)
+    attention = [keras.ops.convert_to_numpy(a) for a in attention]
+    last_block = cls_attention(attention[-1], encoder.grid_size).mean(axis=1)  # mean over heads
+    maps = [last_block, attention_rollout(attention, encoder.grid_size)]
+    return [attention_grid(images[i : i + 1], [m[i : i + 1] for m in maps], mean, std, encoder.patch_size)
+            for i in range(len(images))]
 
 
 def main(argv):
@@ -96,24 +125,31 @@ def main(argv):
                                       parse_floats("std", FLAGS.std) or run.get("std"), model.num_channels)
     except ValueError as error:
         raise common.UserError(f"--mean/--std: {error}") from None
-    images = read_images(files, model.image_size, model.num_channels, mean, std)
-    noise = np.random.default_rng(FLAGS.seed).random((len(files), model.encoder.num_patches)).astype("float32")
+    encoder = getattr(model, "encoder", model)
+    images = read_images(files, encoder.image_size, encoder.num_channels, mean, std)
+    noise = np.random.default_rng(FLAGS.seed).random((len(files), encoder.num_patches)).astype("float32")
 
     os.makedirs(FLAGS.output_dir, exist_ok=True)
-    written = []
+    written, suffix = [], "attention" if FLAGS.attention else "mae"
     for start in range(0, len(files), FLAGS.batch_size):
         batch = slice(start, start + FLAGS.batch_size)
-        out = model.reconstruct(images[batch], noise=noise[batch])
-        out = {k: keras.ops.convert_to_numpy(v) for k, v in out.items()}
-        for i, path in enumerate(files[batch]):
-            figure = reconstruction_grid(images[batch][i : i + 1], {k: v[i : i + 1] for k, v in out.items()}, mean, std)
+        if FLAGS.attention:
+            figures = attention_figures(encoder, images[batch], mean, std)
+        else:
+            out = model.reconstruct(images[batch], noise=noise[batch])
+            out = {k: keras.ops.convert_to_numpy(v) for k, v in out.items()}
+            figures = [reconstruction_grid(images[batch][i : i + 1], {k: v[i : i + 1] for k, v in out.items()},
+                                           mean, std) for i in range(len(files[batch]))]
+        for i, (path, figure) in enumerate(zip(files[batch], figures)):
             stem = os.path.splitext(os.path.basename(path))[0]
-            name = f"{stem}_mae.png" if f"{stem}_mae.png" not in written else f"{stem}_{start + i}_mae.png"
+            name = f"{stem}_{suffix}.png"
+            name = name if name not in written else f"{stem}_{start + i}_{suffix}.png"
             write_png(os.path.join(FLAGS.output_dir, name), figure)
             written.append(name)
-    height, width = model.image_size
-    print(f"Wrote {len(written)} figures ({height}x{width} panels, mask_ratio {model.mask_ratio}, "
-          f"norm_pix_loss {model.norm_pix_loss}) to {FLAGS.output_dir}")
+    height, width = encoder.image_size
+    what = ("attention maps (last block's CLS attention, rollout over " f"{encoder.num_layers} blocks)"
+            if FLAGS.attention else f"mask_ratio {model.mask_ratio}, norm_pix_loss {model.norm_pix_loss}")
+    print(f"Wrote {len(written)} figures ({height}x{width} panels, {what}) to {FLAGS.output_dir}")
 
 
 if __name__ == "__main__":

@@ -28,8 +28,32 @@ def attention(qkv, num_heads):
     if uses_fused_attention():
         out = ops.dot_product_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], scale=head_dim**-0.5)
         return ops.reshape(out, (batch, length, dim))
+    return _written_out(qkv, num_heads)[0]
+
+
+def attention_with_probabilities(qkv, num_heads):
+    """`attention`, and the attention probabilities it applied (the written-out form on every backend).
+
+    Args:
+        qkv: tensor (batch, length, 3 * dim), columns [q | k | v].
+        num_heads: int.
+
+    Returns:
+        `(out, probabilities)`: out (batch, length, dim) as `attention`'s; probabilities
+        (batch, num_heads, length, length) in float32, rows (queries) summing to 1, as timm's `attn` after
+        its softmax and Hugging Face's `output_attentions`.
+    """
+    batch, length, width = ops.shape(qkv)
+    head_dim = width // 3 // num_heads
+    return _written_out(ops.reshape(qkv, (batch, length, 3, num_heads, head_dim)), num_heads)
+
+
+def _written_out(qkv, num_heads):
+    """(out, probabilities) of qkv (batch, length, 3, num_heads, head_dim)."""
+    batch, length, _, _, head_dim = ops.shape(qkv)
     qkv = ops.transpose(qkv, (2, 0, 3, 1, 4))  # [3, B, N, T, H]
     q, k, v = qkv[0] * head_dim**-0.5, qkv[1], qkv[2]
     logits = ops.cast(ops.matmul(q, ops.swapaxes(k, -1, -2)), "float32")  # softmax in float32, as Keras's
-    out = ops.matmul(ops.cast(ops.softmax(logits, axis=-1), v.dtype), v)  # [B, N, T, H]
-    return ops.reshape(ops.transpose(out, (0, 2, 1, 3)), (batch, length, dim))
+    probabilities = ops.softmax(logits, axis=-1)
+    out = ops.matmul(ops.cast(probabilities, v.dtype), v)  # [B, N, T, H]
+    return ops.reshape(ops.transpose(out, (0, 2, 1, 3)), (batch, length, num_heads * head_dim)), probabilities

@@ -2,7 +2,7 @@
 
 import keras
 
-from keras_mae.layers.attention import attention
+from keras_mae.layers.attention import attention, attention_with_probabilities
 from keras_mae.layers.drop_path import DropPath
 from keras_mae.layers.gelu import gelu
 from keras_mae.layers.layer_norm import LayerNorm
@@ -37,9 +37,12 @@ class TransformerBlock(keras.layers.Layer):
     Call arguments:
         x: tensor (batch, length, hidden_dim).
         training: bool. Enables drop path.
+        return_attention: bool. Also return the attention probabilities (written out rather than
+            fused, so slower). Defaults to False.
 
     Returns:
-        Tensor (batch, length, hidden_dim).
+        Tensor (batch, length, hidden_dim); with `return_attention`, `(tokens, probabilities)`,
+        probabilities (batch, num_heads, length, length) in float32.
 
     >>> import numpy as np
     >>> tuple(TransformerBlock(8, 2, 16)(np.zeros((1, 5, 8), "float32")).shape)
@@ -86,12 +89,23 @@ class TransformerBlock(keras.layers.Layer):
     def mlp(self, x):
         return self.fc2.call(gelu(self.fc1.call(x)))
 
-    def call(self, x, training=False):
-        x = x + self.drop_path.call(self.attention(self.norm1.call(x)), training=training)
-        return x + self.drop_path.call(self.mlp(self.norm2.call(x)), training=training)
+    def call(self, x, training=False, return_attention=False):
+        if return_attention:
+            mixed, probabilities = attention_with_probabilities(self.qkv.call(self.norm1.call(x)), self.num_heads)
+            x = x + self.drop_path.call(self.proj.call(mixed), training=training)
+        else:
+            x = x + self.drop_path.call(self.attention(self.norm1.call(x)), training=training)
+        x = x + self.drop_path.call(self.mlp(self.norm2.call(x)), training=training)
+        return (x, probabilities) if return_attention else x
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+    def compute_output_spec(self, x, training=False, return_attention=False):
+        tokens = keras.KerasTensor(x.shape, dtype=self.compute_dtype)
+        if not return_attention:
+            return tokens
+        return tokens, keras.KerasTensor((x.shape[0], self.num_heads, x.shape[1], x.shape[1]), dtype="float32")
 
     def get_config(self):
         config = super().get_config()

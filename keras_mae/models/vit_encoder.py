@@ -41,9 +41,13 @@ class ViTEncoder(keras.Model):
         images: float tensor (batch, height, width, num_channels), normalised.
         training: bool.
         final_norm: bool. Apply the final LayerNorm (False for global-pool heads). Defaults to True.
+        return_attention: bool. Also return each block's attention probabilities (computed written out
+            instead of by the fused kernel, so slower: ask only when the maps are wanted). Defaults to False.
 
     Returns:
-        Tokens (batch, 1 + num_patches, hidden_dim), CLS first.
+        Tokens (batch, 1 + num_patches, hidden_dim), CLS first. With `return_attention`,
+        `(tokens, attention)`: attention a list, one (batch, num_heads, 1 + num_patches, 1 + num_patches)
+        float32 tensor per block, queries along axis 2 (row 0: what the CLS token attends to).
 
     >>> import numpy as np
     >>> encoder = ViTEncoder(8, 4, 1, hidden_dim=16, num_layers=1, num_heads=2, mlp_dim=32)
@@ -115,20 +119,72 @@ class ViTEncoder(keras.Model):
         """Patch tokens with their position embedding, (batch, num_patches, hidden_dim): what masking selects from."""
         return self.patch_embed(images) + self.pos_embed[:, 1:]
 
-    def encode(self, tokens, training=False, final_norm=True):
+    def encode(self, tokens, training=False, final_norm=True, return_attention=False):
         """CLS (+ its position row) prepended to `tokens` (batch, n, hidden_dim), then the blocks and the final norm.
 
         Returns:
-            (batch, 1 + n, hidden_dim), CLS first.
+            (batch, 1 + n, hidden_dim), CLS first; with `return_attention`, `(tokens, attention)` as `call`.
         """
-        cls = ops.broadcast_to(self.cls_token + self.pos_embed[:, :1], (ops.shape(tokens)[0], 1, self.hidden_dim))
-        x = ops.concatenate([ops.cast(cls, tokens.dtype), tokens], axis=1)
+        x = self._with_cls(tokens)
+        attention = []
         for block in self.blocks:
-            x = block(x, training=training)
-        return self.norm(x) if final_norm else x
+            if return_attention:
+                x, probabilities = block(x, training=training, return_attention=True)
+                attention.append(probabilities)
+            else:
+                x = block(x, training=training)
+        x = self.norm(x) if final_norm else x
+        return (x, attention) if return_attention else x
 
-    def call(self, images, training=False, final_norm=True):
-        return self.encode(self.embed(images), training=training, final_norm=final_norm)
+    def _with_cls(self, tokens):
+        cls = ops.broadcast_to(self.cls_token + self.pos_embed[:, :1], (ops.shape(tokens)[0], 1, self.hidden_dim))
+        return ops.concatenate([ops.cast(cls, tokens.dtype), tokens], axis=1)
+
+    def call(self, images, training=False, final_norm=True, return_attention=False):
+        return self.encode(self.embed(images), training=training, final_norm=final_norm,
+                           return_attention=return_attention)
+
+    def intermediate_features(self, images, blocks=None, final_norm=False, training=False):
+        """The tokens after each chosen block, as timm's `get_intermediate_layers` and Hugging Face's
+        `hidden_states[i + 1]`: what dense heads and layer-wise probes read.
+
+        Only the blocks up to the deepest chosen one run.
+
+        Args:
+            images: float tensor (batch, height, width, num_channels), normalised.
+            blocks: list of block indices, 0 for the first, negative from the last (-1: the last block).
+                None: every block. Defaults to None.
+            final_norm: bool. Apply the final LayerNorm to each chosen block's tokens. Defaults to False.
+            training: bool.
+
+        Returns:
+            A list, in the order of `blocks`, of (batch, 1 + num_patches, hidden_dim) tensors, CLS first.
+
+        >>> import numpy as np
+        >>> encoder = ViTEncoder(8, 4, 1, hidden_dim=16, num_layers=3, num_heads=2, mlp_dim=32)
+        >>> [tuple(t.shape) for t in encoder.intermediate_features(np.zeros((2, 8, 8, 1), "float32"), [0, -1])]
+        [(2, 5, 16), (2, 5, 16)]
+        """
+        indices = self._block_indices(blocks)
+        x, outputs = self._with_cls(self.embed(images)), {}
+        for i, block in enumerate(self.blocks[: max(indices, default=-1) + 1]):
+            x = block(x, training=training)
+            if i in indices:
+                outputs[i] = self.norm(x) if final_norm else x
+        return [outputs[i] for i in indices]
+
+    def _block_indices(self, blocks):
+        if blocks is None:
+            return list(range(self.num_layers))
+        if isinstance(blocks, int):
+            blocks = [blocks]
+        indices = []
+        for block in blocks:
+            if not -self.num_layers <= int(block) < self.num_layers:
+                raise ValueError(f"blocks must be indices in [-{self.num_layers}, {self.num_layers}) for this "
+                                 f"{self.num_layers}-block encoder. Received: blocks={list(blocks)}")
+            indices.append(int(block) % self.num_layers)
+        return indices
 
     def features(self, images, pool="cls", training=False):
         """Pooled features (batch, hidden_dim) for downstream use, as the official `models_vit.VisionTransformer`.

@@ -64,6 +64,29 @@ def test_workdir_uses_its_model_and_normalisation(tmp_path):
         assert figure.size == (4 * 16 + 6, 16) and figure.mode == "L"
 
 
+@pytest.mark.slow
+def test_attention_maps_of_an_encoder_checkpoint(tmp_path):
+    """--attention needs only an encoder: an official `mae_pretrain_vit_*`-layout file (no decoder)."""
+    pytest.importorskip("torch")
+    keys = ("image_size", "patch_size", "num_channels", "hidden_dim", "num_heads", "mlp_dim")
+    encoder = keras_mae.ViTEncoder(**{k: TINY[k] for k in keys}, num_layers=2)
+    checkpoint = keras_mae.checkpoints.save_official(encoder, tmp_path / "tiny_encoder.pth")
+    out = tmp_path / "figures"
+    args = (f"--checkpoint={checkpoint}", f"--images={photos(tmp_path / 'photos')}", f"--output_dir={out}",
+            "--num_heads=2")
+    refused = visualize(*args)
+    assert refused.returncode == 2 and "--attention" in refused.stderr and "Traceback" not in refused.stderr
+    result = visualize(*args, "--attention")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "rollout over 2 blocks" in result.stdout
+    assert sorted(os.listdir(out)) == ["a_attention.png", "b_attention.png"]
+    with Image.open(out / "a_attention.png") as figure:
+        assert figure.size == (3 * 16 + 2 * 2, 16) and figure.mode == "RGB"  # image | CLS attention | rollout
+        pixels = np.asarray(figure)
+    image, cls_map, rollout = pixels[:, :16], pixels[:, 18:34], pixels[:, 36:]
+    assert np.abs(cls_map.astype(int) - image).max() > 30 and np.abs(rollout.astype(int) - cls_map).max() > 0
+
+
 def test_find_and_read_images(tmp_path):
     folder = photos(tmp_path / "photos")
     files = image_files.find_images([folder])
