@@ -143,8 +143,11 @@ def training_started():
 def run_main(main_fn):
     """Runs `main_fn(argv)`, turning user errors raised before training into one line and exit code 2, a full disk
     into one line and exit code 1, and Ctrl-C outside training (or a second one during its checkpoint) into one
-    line and exit code 130."""
+    line and exit code 130. `--help` lists the app's flags by group (`help_groups`)."""
+    import help_groups
     from keras_mae.utils.disk_space import DiskFullError
+
+    help_groups.install()
 
     def wrapped(argv):
         # Keras says this when a finite evaluation set of unknown length (a folder) ends, which is how every
