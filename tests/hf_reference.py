@@ -87,3 +87,19 @@ def hf_to_official(model):
     _block_keys("blocks", ("vit.layers", "vit.encoder.layer"), sd, out)
     _block_keys("decoder_blocks", ("decoder.decoder_layers",), sd, out)
     return out
+
+
+def assert_matches_hf(model, reference, rng, atol=1e-4):
+    """Our MAE and a transformers ViTMAEForPreTraining on the same images (8x8 RGB, 4 patches) and masking noise:
+    the same mask, predictions within `atol`. Returns (images, our outputs, the reference's)."""
+    import torch
+    from keras import ops
+
+    images = rng.normal(size=(2, 8, 8, 3)).astype("float32")
+    noise = rng.random((2, 4)).astype("float32")
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(images.transpose(0, 3, 1, 2)), noise=torch.from_numpy(noise))
+    outputs = model(images, noise=noise)
+    np.testing.assert_array_equal(ops.convert_to_numpy(outputs["mask"]), expected.mask.numpy())
+    np.testing.assert_allclose(ops.convert_to_numpy(outputs["pred"]), expected.logits.numpy(), atol=atol, rtol=atol)
+    return images, outputs, expected

@@ -69,8 +69,9 @@ def load_model(path_or_state_dict, image_size=None, **overrides):
     Hugging Face ViTMAE directories or models, files from `save_official`, and
     our own `.keras` files and pretraining workdirs (`keras_mae.runs`: the final
     model, else the newest complete checkpoint of a run still going).
-    The config comes from the weights' shapes (heads from the width, see
-    `infer_config`), a HF config, or the `.keras` file.
+    The config comes from the one `save_official` / `save_hf` stored with the
+    weights, a HF config, or the `.keras` file; else from the weights' shapes
+    (heads from the width, see `infer_config`).
 
     Args:
         path_or_state_dict: a path (`.pth`/`.pt`/`.bin`, `.safetensors`,

@@ -1,4 +1,4 @@
-"""Hugging Face `ViTMAEForPreTraining` / `ViTMAEModel` weights, mapped to the official layout.
+"""Hugging Face `ViTMAEForPreTraining` / `ViTMAEModel` / `ViTForImageClassification` weights, in the official layout.
 
 HF splits the fused qkv into query / key / value and renames every module.
 Both naming schemes are read: transformers >= 5 in memory (`vit.layers.{i}
@@ -89,6 +89,8 @@ def hf_to_official(state_dict):
             for kind in ("weight", "bias"):
                 out[f"{name}.{kind}"] = sd[f"decoder.{name}.{kind}"]
         _blocks(sd, DECODER_BLOCKS, "decoder_blocks", out)
+    if "classifier.weight" in sd:  # ViTForImageClassification: the CLS token after the final norm
+        out["head.weight"], out["head.bias"] = sd["classifier.weight"], sd["classifier.bias"]
     return out
 
 
@@ -99,9 +101,11 @@ def hf_config_to_kwargs(config):
         config: `transformers.ViTMAEConfig` or the dict of its `config.json`.
 
     Returns:
-        dict of `MaskedAutoencoder` arguments (the decoder ones are ignored by an encoder).
+        dict of `MaskedAutoencoder` arguments (the decoder ones are ignored by an encoder), over the
+        `keras_mae_config` that `save_hf` writes (the arguments HF has no field for: mask_strategy, ...).
     """
     config = config if isinstance(config, dict) else config.to_dict()
+    ours = config.get("keras_mae_config") if isinstance(config.get("keras_mae_config"), dict) else {}
     lacking = [key for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
                if key not in config]
     if lacking:
@@ -111,6 +115,7 @@ def hf_config_to_kwargs(config):
         raise ValueError(f"Only hidden_act='gelu' (exact) is supported. Received: hidden_act={config['hidden_act']!r}")
     size = config.get("image_size", 224)
     return dict(
+        ours,
         image_size=tuple(size) if isinstance(size, (list, tuple)) else int(size),
         patch_size=int(config.get("patch_size", 16)),
         num_channels=int(config.get("num_channels", 3)),

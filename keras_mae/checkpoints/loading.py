@@ -9,7 +9,7 @@ import os
 import numpy as np
 
 from keras_mae.checkpoints import hf
-from keras_mae.checkpoints.files import read_state_dict
+from keras_mae.checkpoints.files import read_weights
 from keras_mae.checkpoints.official import as_numpy, load_official_weights, unwrap_state_dict
 from keras_mae.checkpoints.pos_embed import is_sincos, resize_pos_embed, source_grid
 
@@ -145,21 +145,23 @@ def load_weights_into(model, path_or_state_dict, strict=True):
 
 
 def read_checkpoint(source):
-    """Official-layout weights and the constructor arguments a source states (a HF config's).
+    """Official-layout weights and the constructor arguments a source states.
 
     Args:
         source: a checkpoint file, a HF directory, a HF / torch model, or a state dict.
 
     Returns:
-        `(state_dict, kwargs)`: numpy arrays by official key, and a dict (empty but for HF).
+        `(state_dict, kwargs)`: numpy arrays by official key, and a dict: a HF
+        config's, or the one `save_official` stored in the file (empty when none).
     """
+    config = {}
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         if os.path.isdir(path):
             return hf.read_hf_directory(path)
         if not os.path.exists(path):
             raise FileNotFoundError(f"Checkpoint {path!r} does not exist; check the path.")
-        source = read_state_dict(path)
+        source, config = read_weights(path)
     elif hasattr(source, "state_dict") and hasattr(source, "config"):  # a transformers model
         return hf.hf_to_official(source.state_dict()), hf.hf_config_to_kwargs(source.config)
     elif hasattr(source, "state_dict"):  # a torch module in the official / timm layout
@@ -167,4 +169,4 @@ def read_checkpoint(source):
     if not isinstance(source, dict):
         raise TypeError(f"Expected a checkpoint path, a model or a state dict; received {type(source).__name__}.")
     state_dict = {str(key): as_numpy(value) for key, value in unwrap_state_dict(source).items()}
-    return (hf.hf_to_official(state_dict) if hf.is_hf_state_dict(state_dict) else state_dict), {}
+    return (hf.hf_to_official(state_dict) if hf.is_hf_state_dict(state_dict) else state_dict), config

@@ -14,6 +14,7 @@ from keras_mae import checkpoints as ck
 torch = pytest.importorskip("torch")
 
 from tests.torch_vit_reference import VisionTransformer, official_interpolate_pos_embed  # noqa: E402
+from tests.hf_reference import assert_matches_hf  # noqa: E402
 
 HEADS = dict(num_heads=2, decoder_num_heads=2)  # width 16 / 8 are not standard widths
 ENCODER = dict(image_size=(8, 12), patch_size=4, num_channels=3, hidden_dim=16, num_layers=2, num_heads=2, mlp_dim=32)
@@ -93,16 +94,6 @@ def hf_model(norm_pix_loss=False):
     config = dict(image_size=(8, 8), patch_size=4, num_channels=3, hidden_dim=16, num_layers=2, num_heads=2, mlp_dim=32,
                   decoder_hidden_dim=8, decoder_num_layers=1, decoder_num_heads=2, decoder_mlp_dim=16)
     return build_hf_mae(config, norm_pix_loss)
-
-
-def assert_matches_hf(model, reference, rng):
-    images = rng.normal(size=(2, 8, 8, 3)).astype("float32")
-    noise = rng.random((2, 4)).astype("float32")
-    with torch.no_grad():
-        expected = reference(nchw(images), noise=torch.from_numpy(noise))
-    outputs = model(images, noise=noise)
-    np.testing.assert_array_equal(to_np(outputs["mask"]), expected.mask.numpy())
-    np.testing.assert_allclose(to_np(outputs["pred"]), expected.logits.numpy(), atol=1e-4, rtol=1e-4)
 
 
 def test_official_layout_from_reference_loads_strictly_and_matches(tmp_path, rng):
@@ -239,9 +230,9 @@ def test_config_inference_of_official_families():
                         num_heads=12, mlp_dim=3072)
     huge = official_shapes(1280, 32, 14, 16, 5120, decoder=512)  # mae_visualize / *_full
     assert ck.checkpoint_kind(huge) == "mae"
-    assert ck.infer_config(huge) == dict(base, patch_size=14, hidden_dim=1280, num_layers=32, num_heads=16, mlp_dim=5120,
-                                         decoder_hidden_dim=512, decoder_num_layers=8, decoder_num_heads=16,
-                                         decoder_mlp_dim=2048)
+    assert ck.infer_config(huge) == dict(base, patch_size=14, hidden_dim=1280, num_layers=32, num_heads=16,
+                                         mlp_dim=5120, decoder_hidden_dim=512, decoder_num_layers=8,
+                                         decoder_num_heads=16, decoder_mlp_dim=2048)
     large = official_shapes(1024, 24, 16, 14, 4096, head=1000)  # mae_finetuned_vit_large.pth
     assert ck.checkpoint_kind(large) == "classifier"
     assert ck.infer_config(large) == dict(base, hidden_dim=1024, num_layers=24, num_heads=16, mlp_dim=4096,
@@ -302,7 +293,8 @@ def test_copy_weights_by_path_equals_the_official_layout_copy(tiny_config):
     copy_module.copy_weights(source, bigger)
     fresh = keras_mae.MaskedAutoencoder(**{**tiny_config, "image_size": (12, 16)})
     np.testing.assert_allclose(to_np(bigger.encoder.pos_embed), to_np(fresh.encoder.pos_embed), atol=1e-6)
-    np.testing.assert_array_equal(to_np(bigger.encoder.blocks[0].qkv.kernel), to_np(source.encoder.blocks[0].qkv.kernel))
+    np.testing.assert_array_equal(to_np(bigger.encoder.blocks[0].qkv.kernel),
+                                  to_np(source.encoder.blocks[0].qkv.kernel))
     with pytest.raises(ValueError, match="same architecture"):
         copy_module.copy_weights(source, keras_mae.MaskedAutoencoder(**{**tiny_config, "hidden_dim": 8}))
 
