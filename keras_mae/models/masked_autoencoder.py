@@ -99,7 +99,8 @@ class MaskedAutoencoder(keras.Model):
         if self.norm_pix_loss and self.patch_size**2 * self.num_channels < 2:
             raise ValueError(
                 "norm_pix_loss needs at least 2 values per patch (patch_size**2 * num_channels); "
-                f"received patch_size={patch_size}, num_channels={num_channels}. Use a larger patch or norm_pix_loss=False."
+                f"received patch_size={patch_size}, num_channels={num_channels}. "
+                "Use a larger patch or norm_pix_loss=False."
             )
         self.seed = seed
         if eval_mask_seed is not None and (isinstance(eval_mask_seed, bool) or not isinstance(eval_mask_seed, int)):
@@ -274,12 +275,35 @@ class MaskedAutoencoder(keras.Model):
         """Reconstructions in image space, as the official visualisation demo: see `reconstruction.reconstruct`."""
         return reconstruct(self, images, noise)
 
+    # Built-in preset names: {name: {description, params, image_size, patch_size, num_channels}}, sizes by arithmetic.
+    from keras_mae.models.preset_io import builtin_presets as _builtin_presets
+    presets = _builtin_presets("MaskedAutoencoder")
+    del _builtin_presets
+
     @classmethod
     def from_preset(cls, name, **overrides):
-        """Builds a preset, e.g. `MaskedAutoencoder.from_preset("mae_vit_base_patch16", norm_pix_loss=True)`."""
-        from keras_mae.models.presets import preset_config
+        """A MaskedAutoencoder from a built-in preset name, a preset folder, a `.keras` file, a workdir or a hub handle.
 
-        return cls(**{**preset_config(name), **overrides})
+        A built-in name (`MaskedAutoencoder.presets`) builds that architecture with random weights, any argument
+        overridden. Anything else loads its config and weights: a folder from `save_to_preset` (keras-hub's
+        layout), a `.keras` file, a pretraining workdir (its final model, else its newest complete checkpoint),
+        an official / Hugging Face checkpoint (`keras_mae.checkpoints.load_model`), or with keras-hub installed
+        an `hf://owner/name` or `kaggle://...` handle. Overrides may then set what leaves the weights as they
+        are (`mask_ratio`, `norm_pix_loss`, `mask_strategy`, `drop_path_rate`, `seed`, `image_size`, ...);
+        architecture arguments (`hidden_dim`, `num_layers`, ...) are refused.
+
+        e.g. `MaskedAutoencoder.from_preset("mae_vit_base_patch16", norm_pix_loss=True)`,
+        `MaskedAutoencoder.from_preset("runs/fashion_mnist", mask_ratio=0.5)`.
+        """
+        from keras_mae.models.preset_io import from_preset
+
+        return from_preset(cls, name, **overrides)
+
+    def save_to_preset(self, preset_dir):
+        """Writes config.json, model.weights.h5 and metadata.json (keras-hub's layout) for `from_preset`."""
+        from keras_mae.models.preset_io import save_to_preset
+
+        save_to_preset(self, preset_dir)
 
     def get_config(self):
         return {**super().get_config(), **init_arguments(self)}

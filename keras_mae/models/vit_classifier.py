@@ -139,12 +139,28 @@ class ViTClassifier(keras.Model):
             return int(block.group(2)) + 1
         return self.num_layers + 1
 
+    # Built-in preset names: {name: {description, params, image_size, patch_size, num_channels}}, sizes by arithmetic.
+    from keras_mae.models.preset_io import builtin_presets as _builtin_presets
+    presets = _builtin_presets("ViTClassifier")
+    del _builtin_presets
+
     @classmethod
     def from_preset(cls, name, **overrides):
-        """The classifier on a `MaskedAutoencoder` preset's encoder, e.g. ("mae_vit_base_patch16", num_classes=10)."""
-        from keras_mae.models.presets import encoder_config
+        """The classifier on a built-in `MaskedAutoencoder` preset's encoder (random weights, e.g.
+        ("mae_vit_base_patch16", num_classes=10)), or on a saved model's: a `save_to_preset` folder, `.keras`
+        file, pretraining workdir, official checkpoint or hub handle, as `MaskedAutoencoder.from_preset`. From an
+        MAE or an encoder the encoder carries the pretrained weights and `fc_norm` and the head are new; from a
+        classifier everything loads (a new head when `num_classes=` differs). Overrides on saved models: those
+        leaving the weights as they are (`num_classes`, `drop_path_rate`, `image_size`, ...)."""
+        from keras_mae.models.preset_io import from_preset
 
-        return cls(**{**encoder_config(name), **overrides})
+        return from_preset(cls, name, **overrides)
+
+    def save_to_preset(self, preset_dir):
+        """Writes config.json, model.weights.h5 and metadata.json (keras-hub's layout) for `from_preset`."""
+        from keras_mae.models.preset_io import save_to_preset
+
+        save_to_preset(self, preset_dir)
 
     def get_config(self):
         return {**super().get_config(), **init_arguments(self)}

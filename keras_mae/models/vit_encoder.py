@@ -217,12 +217,27 @@ class ViTEncoder(keras.Model):
             return
         super().load_own_variables(store)
 
+    # Built-in preset names: {name: {description, params, image_size, patch_size, num_channels}}, sizes by arithmetic.
+    from keras_mae.models.preset_io import builtin_presets as _builtin_presets
+    presets = _builtin_presets("ViTEncoder")
+    del _builtin_presets
+
     @classmethod
     def from_preset(cls, name, **overrides):
-        """The encoder of a `MaskedAutoencoder` preset, e.g. "mae_vit_base_patch16"."""
-        from keras_mae.models.presets import encoder_config
+        """The encoder of a built-in `MaskedAutoencoder` preset (random weights, e.g. "mae_vit_base_patch16"), or
+        the encoder, weights loaded, of a saved one: a `save_to_preset` folder, a `.keras` file, a pretraining
+        workdir, an official checkpoint or a hub handle, as `MaskedAutoencoder.from_preset` (an MAE's or a
+        classifier's encoder is taken). Overrides on saved models: those leaving the weights as they are
+        (`drop_path_rate`, `image_size`, ...)."""
+        from keras_mae.models.preset_io import from_preset
 
-        return cls(**{**encoder_config(name), **overrides})
+        return from_preset(cls, name, **overrides)
+
+    def save_to_preset(self, preset_dir):
+        """Writes config.json, model.weights.h5 and metadata.json (keras-hub's layout) for `from_preset`."""
+        from keras_mae.models.preset_io import save_to_preset
+
+        save_to_preset(self, preset_dir)
 
     def get_config(self):
         return {**super().get_config(), **init_arguments(self)}
