@@ -11,7 +11,11 @@ import pytest
 from PIL import Image
 
 from keras_mae import MaskedAutoencoder, ViTClassifier
-from tests.run_app import run_app
+from tests.run_app import backend_independent, run_app
+
+# The apps' files, flags and reports: one backend. The predictions and metrics behind them run on every backend
+# in tests/evaluation, and evaluate.py under DDP in tests/test_multiprocess.py.
+pytestmark = backend_independent
 
 ENCODER = dict(image_size=16, patch_size=4, num_channels=1, hidden_dim=16, num_layers=1, num_heads=2, mlp_dim=32)
 

@@ -12,7 +12,7 @@ import tensorflow as tf
 from keras_mae import MaskedAutoencoder, ViTEncoder
 from keras_mae.models.linear_probe import LinearProbe
 from keras_mae.optimizers import LARS
-from tests.run_app import APPS, run_app
+from tests.run_app import APPS, backend_independent, run_app
 
 ENCODER = dict(image_size=16, patch_size=4, num_channels=1, hidden_dim=16, num_layers=1, num_heads=2, mlp_dim=32)
 DECODER = dict(decoder_hidden_dim=16, decoder_num_layers=1, decoder_num_heads=2, decoder_mlp_dim=32)
@@ -153,6 +153,7 @@ def test_load_encoder_from_every_source(tmp_path):
     np.testing.assert_array_equal(numpy(encoder.cls_token), numpy(preset_encoder.cls_token))
 
 
+@backend_independent  # the app's flags, splits, resume; the probe on every backend: the in-process tests
 @pytest.mark.slow
 def test_app_cached_features_with_random_init_comparison(tmp_path):
     _, workdir = pretraining_workdir(tmp_path)

@@ -66,6 +66,7 @@ def test_smoke_flagfile_runs_end_to_end(tmp_path):
     assert len(read_log(workdir)) == 1
 
 
+@backend_independent  # kill-and-resume on every backend: test_reliability's SIGKILL case
 @pytest.mark.slow
 @needs_data
 def test_killed_run_resumes_at_next_epoch_with_same_learning_rate(tmp_path):

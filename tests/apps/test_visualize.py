@@ -9,7 +9,7 @@ from PIL import Image
 
 import keras_mae
 from keras_mae import data as image_files
-from tests.run_app import run_app
+from tests.run_app import backend_independent, run_app
 
 TINY = dict(image_size=16, patch_size=4, num_channels=3, hidden_dim=16, num_layers=1, num_heads=2, mlp_dim=32,
             decoder_hidden_dim=8, decoder_num_layers=1, decoder_num_heads=2, decoder_mlp_dim=16)
@@ -27,6 +27,7 @@ def visualize(*args):
     return run_app("visualize.py", *args, check=False)
 
 
+@backend_independent  # files and flags; reconstruct on every backend: tests/models
 @pytest.mark.slow
 def test_official_checkpoint_to_figures(tmp_path):
     pytest.importorskip("torch")
@@ -48,6 +49,7 @@ def test_official_checkpoint_to_figures(tmp_path):
     assert "truncated.pth" in corrupt.stderr and "truncated or corrupt" in corrupt.stderr
 
 
+@backend_independent  # files and flags; reconstruct on every backend: tests/models
 @pytest.mark.slow
 def test_workdir_uses_its_model_and_normalisation(tmp_path):
     workdir = tmp_path / "run"
@@ -64,6 +66,7 @@ def test_workdir_uses_its_model_and_normalisation(tmp_path):
         assert figure.size == (4 * 16 + 6, 16) and figure.mode == "L"
 
 
+@backend_independent  # the maps on every backend: tests/models/test_attention.py
 @pytest.mark.slow
 def test_attention_maps_of_an_encoder_checkpoint(tmp_path):
     """--attention needs only an encoder: an official `mae_pretrain_vit_*`-layout file (no decoder)."""

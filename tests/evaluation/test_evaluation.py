@@ -128,3 +128,25 @@ def test_write_report_files_and_tensorboard(tmp_path):
     events.Reload()
     tags = set(events.Tags()["tensors"])
     assert {"report/held-out_val/roc", "report/held-out_val/accuracy", "report/held-out_val/ece"} <= tags
+
+
+def test_predict_probabilities_ties_each_prediction_to_its_image(tmp_path):
+    """On every backend: the ids ride through `predict` with the images, so labels, files and probabilities stay
+    aligned, and the probabilities are the model's softmax on the evaluation pipeline's images."""
+    import keras
+
+    from keras_mae.data import load_source, make_eval_dataset
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "data.npz", x_test=rng.integers(0, 256, (13, 8, 8), dtype=np.uint8),
+             y_test=np.arange(13) % 3)
+    source = load_source(str(tmp_path / "data.npz"), split="test")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(3)])
+    labels, probabilities, _ = evaluation.predict_probabilities(model, source, (8, 8), batch_size=5)
+    np.testing.assert_array_equal(labels, np.arange(13) % 3)
+    images = np.concatenate([x for x, _ in make_eval_dataset(source, (8, 8), 5).as_numpy_iterator()])
+    logits = keras.ops.convert_to_numpy(model(images))
+    expected = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(probabilities, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-12)
