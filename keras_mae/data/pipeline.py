@@ -122,8 +122,8 @@ def make_pretrain_dataset(spec_or_source, image_size, batch_size, num_channels=N
             image = augment_lib.random_flip(image, flip_seed)
         else:
             image = augment_lib.resize_center_crop(image, size)
-        # The crop loses the static channel count, which jit-compiled steps need.
-        return tf.ensure_shape(normalize(image, mean, std), shape), label
+        # The crop loses the static channel count, which jit-compiled steps (and the fast normalize) need.
+        return normalize(tf.ensure_shape(image, shape), mean, std), label
 
     shard = check_shard(shard, batch_size)
     if steps_per_epoch is None:
@@ -214,7 +214,7 @@ def make_eval_dataset(spec_or_source, image_size, batch_size, num_channels=None,
 
     def transform(image, label):
         image = augment_lib.resize_center_crop(image, size)
-        return normalize(image, mean, std), label
+        return normalize(tf.ensure_shape(image, (*size, source.num_channels)), mean, std), label
 
     examples = source.examples(shard=(index, count, batch_size) if count > 1 else None)
     if count > 1 and source.num_examples is not None:  # the filter hides how many; Keras counts steps from it

@@ -1,0 +1,166 @@
+"""Images/s of the pretraining input pipeline on a folder of real-size JPEGs at 224 px, per core.
+
+    .venv/bin/python benchmarks/input_pipeline.py --num_images=2000 --threads=1,2
+
+Makes a folder of `--num_images` JPEGs (300-500 px a side, quality 90, smooth random content with edges, so
+they compress like photos) once under `--folder`, then times, with tf.data's private thread pool set to each
+`--threads` value:
+
+- `pipeline`: `keras_mae.data.make_pretrain_dataset` as pretraining runs it (read, decode, random resized crop
+  0.2-1 bicubic to 224, flip, normalise, batch);
+- `decode_then_crop` and `decode_and_crop`: the decode step alone on the same files and crop boxes, full decode
+  then slice (what the pipeline does) against `tf.image.decode_and_crop_jpeg` (only the crop window's blocks,
+  one column wider on each side), and the largest pixel difference between the two (0: the same pixels);
+- `crop_resize`: full decode, slice and the pipeline's antialiased bicubic resize to 224, unbatched;
+- `pillow`: the PyTorch reference's per-image work (torchvision's RandomResizedCrop on a PIL image: decode,
+  crop, bicubic resize to 224), one Python thread.
+
+Not a test: numbers go to BENCHMARKS.md. The target (issue 16): 250 images/s per core, so that a 16-core GPU host
+feeds 3,400 images/s.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from PIL import Image  # noqa: E402
+
+
+def make_folder(folder, num_images, seed=0):
+    """`num_images` RGB JPEGs of 300-500 px a side in `folder/` (kept between runs)."""
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(num_images):
+        path = os.path.join(folder, f"{i:05d}.jpg")
+        if os.path.exists(path):
+            continue
+        height, width = rng.integers(300, 501, 2)
+        # Smooth colour fields plus a few hard-edged shapes: JPEG sizes of photos (tens of KB), not of noise.
+        low = rng.uniform(0, 255, (height // 32 + 2, width // 32 + 2, 3)).astype(np.uint8)
+        image = Image.fromarray(low).resize((int(width), int(height)), Image.Resampling.BICUBIC)
+        pixels = np.asarray(image).copy()
+        for _ in range(6):
+            top, left = rng.integers(0, height - 40), rng.integers(0, width - 40)
+            pixels[top:top + rng.integers(20, 120), left:left + rng.integers(20, 120)] = rng.integers(0, 256, 3)
+        pixels = np.clip(pixels + rng.normal(0, 6, pixels.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(path, quality=90)
+    return sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".jpg"))[:num_images]
+
+
+def with_threads(dataset, threads):
+    options = tf.data.Options()
+    options.threading.private_threadpool_size = threads
+    options.threading.max_intra_op_parallelism = 1
+    return dataset.with_options(options)
+
+
+def rate(dataset, num_images, repeats=2):
+    """Best images/s over `repeats` full passes (the first pass also warms the file cache)."""
+    best = 0.0
+    for _ in range(repeats + 1):
+        start, count = time.perf_counter(), 0
+        for batch in dataset:
+            count += int(batch.shape[0])
+            if count >= num_images:
+                break
+        best = max(best, count / (time.perf_counter() - start))
+    return best
+
+
+def pipeline_rate(folder, num_images, threads, batch_size=64):
+    from keras_mae.data import make_pretrain_dataset
+
+    steps = num_images // batch_size
+    dataset = make_pretrain_dataset(folder, 224, batch_size, num_channels=3, seed=0, steps_per_epoch=steps)
+    return rate(with_threads(dataset, threads), steps * batch_size)
+
+
+def decode_rates(files, threads, seed=0):
+    """(images/s of decode then slice, of decode_and_crop, max pixel difference) on the pipeline's crop boxes."""
+    from keras_mae.data import augment
+
+    def box(contents, index):
+        shape = tf.io.extract_jpeg_shape(contents)
+        return augment.sample_crop_box(shape[0], shape[1], tf.stack([tf.constant(seed, tf.int64), index]))
+
+    def full(path, index):
+        contents = tf.io.read_file(path)
+        b = box(contents, index)
+        image = tf.io.decode_jpeg(contents, 3, dct_method="INTEGER_ACCURATE")
+        return tf.slice(image, [b[0], b[1], 0], [b[2], b[3], -1])
+
+    def window(path, index):
+        # One column more on each side, where the image has one: libjpeg's chroma upsampling of a window's edge
+        # columns needs their neighbours, without which those columns differ from the full decode's.
+        contents = tf.io.read_file(path)
+        b, width = box(contents, index), tf.io.extract_jpeg_shape(contents)[1]
+        left, right = tf.maximum(b[1] - 1, 0), tf.minimum(b[1] + b[3] + 1, width)
+        image = tf.image.decode_and_crop_jpeg(contents, tf.stack([b[0], left, b[2], right - left]), 3,
+                                              dct_method="INTEGER_ACCURATE")
+        return image[:, b[1] - left: b[1] - left + b[3]]
+
+    def crop_resize(path, index):
+        return augment._resize(full(path, index), (224, 224))
+
+    indexed = tf.data.Dataset.zip(tf.data.Dataset.from_tensor_slices(files), tf.data.Dataset.range(len(files)))
+    rates = []
+    for fn in (full, window, crop_resize):
+        # Each image resized to a fixed size so it batches; the same cheap resize for both.
+        ds = indexed.map(lambda p, i, fn=fn: tf.image.resize(fn(p, i), (8, 8), "nearest"),
+                         num_parallel_calls=threads).batch(64)
+        rates.append(rate(with_threads(ds, threads), len(files)))
+    worst = 0
+    for path, index in indexed:
+        worst = max(worst, int(tf.reduce_max(tf.abs(tf.cast(full(path, index), tf.int32)
+                                                    - tf.cast(window(path, index), tf.int32)))))
+    return (*rates, worst)
+
+
+def pillow_rate(files, seed=0):
+    """Images/s of decode, crop (the same boxes' sizes drawn by numpy) and bicubic resize to 224 with Pillow."""
+    rng = np.random.default_rng(seed)
+    start = time.perf_counter()
+    for path in files:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            width, height = image.size
+            area = rng.uniform(0.2, 1.0) * width * height
+            ratio = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
+            w = int(min(width, round(np.sqrt(area * ratio))))
+            h = int(min(height, round(np.sqrt(area / ratio))))
+            top, left = rng.integers(0, height - h + 1), rng.integers(0, width - w + 1)
+            image.crop((left, top, left + w, top + h)).resize((224, 224), Image.Resampling.BICUBIC)
+    return len(files) / (time.perf_counter() - start)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--folder", default="/tmp/keras_mae_jpegs")
+    parser.add_argument("--num_images", type=int, default=2000)
+    parser.add_argument("--threads", default="1,2")
+    args = parser.parse_args()
+    files = make_folder(args.folder, args.num_images)
+    sizes = [os.path.getsize(f) for f in files]
+    print(f"{len(files)} JPEGs, {np.mean(sizes) / 1024:.0f} KiB each on average; {os.cpu_count()} cores")
+    results = []
+    for threads in map(int, args.threads.split(",")):
+        full, window, resized, worst = decode_rates(files, threads)
+        row = dict(threads=threads, pipeline=pipeline_rate(args.folder, len(files), threads),
+                   decode_then_crop=full, decode_and_crop=window, max_pixel_difference=worst, crop_resize=resized)
+        if threads == 1:
+            row["pillow"] = pillow_rate(files)
+        results.append(row)
+        print(json.dumps({k: round(v, 1) if isinstance(v, float) else v for k, v in row.items()}))
+    return results
+
+
+if __name__ == "__main__":
+    main()
