@@ -3,10 +3,12 @@
 Linear probe: RandomResizedCrop(scale 0.08-1, bicubic) + flip, normalise.
 Fine-tune (timm `create_transform(is_training=True, auto_augment=
 "rand-m9-mstd0.5-inc1", re_prob=0.25, re_mode="pixel")` + `Mixup`): the same
-crop and flip, RandAugment, normalise, random erasing, then per batch mixup or
-cutmix with smoothed soft targets (`mix.py`). Evaluation input is
-`make_eval_dataset` (resize + centre crop).
-"""
+crop and flip, RandAugment (`rand_augment.py`), normalise, random erasing, then
+per batch mixup or cutmix with smoothed soft targets (`mix.py`). Evaluation
+input is `make_eval_dataset` (resize + centre crop). All of it is tf ops driven
+by stateless per-example seeds, so on every backend the same seed gives the
+same batches; Keras's own `RandAugment`, `RandomErasing`, `MixUp` and `CutMix`
+layers are other recipes (each module says how)."""
 
 import math
 
@@ -14,6 +16,7 @@ import tensorflow as tf
 
 from keras_mae.data import augment as augment_lib
 from keras_mae.data.mix import mix_batch
+from keras_mae.data import rand_augment as rand_augment_lib
 from keras_mae.data.sharding import check_shard, shard_rows
 from keras_mae.data.normalization import fit_normalization, normalize
 from keras_mae.data.sources import load_source
@@ -24,6 +27,11 @@ _ATTEMPTS = 10
 
 def random_erasing(image, seed, probability=0.25, area=(0.02, 1 / 3), log_aspect=(math.log(0.3), math.log(1 / 0.3))):
     """timm `RandomErasing(mode="pixel", max_count=1)` on one normalised image.
+
+    Not `keras.layers.RandomErasing` (Keras 3.15), another operation: its `factor=p` draws each image's
+    probability from U(0, p) (0.25 erases 12.4% of images), its box sides are sqrt(U(scale)) drawn
+    independently (not area x log-uniform aspect), and its noise is `N(0, 1) * value_range[1]` clipped to
+    `value_range`, which cannot give timm's unclipped N(0, 1) on normalised pixels.
 
     With `probability`, up to ten boxes are drawn (area fraction uniform in
     `area`, aspect ratio log-uniform); the first that fits strictly inside the
@@ -59,32 +67,22 @@ def random_erasing(image, seed, probability=0.25, area=(0.02, 1 / 3), log_aspect
     return tf.where(box[:, :, None], noise, image)
 
 
-def make_rand_augment(num_channels, magnitude=0.9, magnitude_stddev=0.05, augmentations_per_image=2, rate=0.5):
-    """timm's "rand-m9-mstd0.5-inc1" as `keras_cv.layers.RandAugment` on [0, 255] images.
+def make_rand_augment(mean, magnitude=9.0, magnitude_std=0.5, num_layers=2, prob=0.5):
+    """timm's "rand-m9-mstd0.5-inc1" (`rand_augment.rand_augment`) on [0, 255] images, filled with the mean.
 
-    Magnitude 9 / 10 with std 0.5 / 10, two ops, each applied with
-    probability 0.5 (timm's `AugmentOp(prob=0.5)`; keras-cv's default rate is
-    10/11). keras-cv's op set is timm's minus invert, rotate, posterize,
-    solarize-add and sharpness. Its colour ops need RGB: grey images are
-    repeated to 3 channels and averaged back; a 4th (alpha) channel passes
-    through. Its randomness is stateful, so not reproducible from a seed.
+    Args:
+        mean: per-channel mean in [0, 1] units; geometric ops fill with `round(255 * mean)`, as timm's
+            `img_mean` hparam.
+        magnitude, magnitude_std, num_layers, prob: see `rand_augment.rand_augment`.
 
     Returns:
-        callable `[H, W, C] float in [0, 255] -> same`.
+        callable `(image [H, W, C] float in [0, 255], seed int [2]) -> float32 [H, W, C]`, reproducible from
+        the seed.
     """
-    import keras_cv  # Only fine-tuning needs it (slow import).
+    fill = tf.constant([min(255.0, round(255.0 * m)) for m in mean], tf.float32)
 
-    layer = keras_cv.layers.RandAugment(
-        value_range=(0, 255), augmentations_per_image=augmentations_per_image, magnitude=magnitude,
-        magnitude_stddev=magnitude_stddev, rate=rate,
-    )
-
-    def apply(image):
-        rgb = tf.repeat(image, 3, axis=-1) if num_channels == 1 else image[..., :3]
-        out = tf.cast(layer(rgb), tf.float32)
-        if num_channels == 1:
-            return tf.reduce_mean(out, axis=-1, keepdims=True)
-        return out if num_channels == 3 else tf.concat([out, image[..., 3:]], axis=-1)
+    def apply(image, seed):
+        return rand_augment_lib.rand_augment(image, seed, fill, magnitude, magnitude_std, num_layers, prob)
 
     return apply
 
@@ -101,7 +99,7 @@ def make_classification_dataset(spec_or_source, image_size, batch_size, num_chan
         image_size: int or (height, width).
         batch_size: int. The last incomplete batch is dropped (as the official loaders).
         num_channels: int or None. 1, 3 or 4; None keeps the data's own.
-        seed: int. Seeds shuffle, crops, flips, erasing and mixing. Defaults to 0.
+        seed: int. Seeds shuffle, crops, flips, RandAugment, erasing and mixing. Defaults to 0.
         split, data_dir: see `load_source`.
         mean, std: per-channel statistics in [0, 1] units; None uses the source's.
         crop_scale: (min, max) area fraction of RandomResizedCrop. Defaults to (0.08, 1).
@@ -126,16 +124,16 @@ def make_classification_dataset(spec_or_source, image_size, batch_size, num_chan
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     channels = source.num_channels
     mean, std = fit_normalization(source.mean if mean is None else mean, source.std if std is None else std, channels)
-    augment = make_rand_augment(channels) if rand_augment else None
+    augment = make_rand_augment(mean) if rand_augment else None
 
     def transform(example, noise):
         image, label = example
         pair = tf.stack([tf.constant(seed or 0, tf.int64), noise])  # this example's seed
-        crop_seed, flip_seed, erase_seed = tf.unstack(tf.random.experimental.stateless_split(pair, 3))
+        crop_seed, flip_seed, erase_seed, augment_seed = tf.unstack(tf.random.experimental.stateless_split(pair, 4))
         image = augment_lib.random_resized_crop(image, size, crop_seed, scale=crop_scale)
         image = augment_lib.random_flip(image, flip_seed)
         if augment is not None:
-            image = tf.ensure_shape(augment(image), [*size, channels])
+            image = augment(tf.ensure_shape(image, [*size, channels]), augment_seed)
         image = normalize(image, mean, std)
         if random_erasing_prob > 0:
             image = random_erasing(image, erase_seed, random_erasing_prob)

@@ -132,6 +132,7 @@ def _read_preset(config_path, weights_path, where):
 def _hub_get_file(handle):
     """keras-hub's own preset file loader (`get_file(handle, file)`: a local path), or a one-line error."""
     try:
+        import keras_hub  # noqa: F401  (first: a submodule already imported would hide a missing package)
         from keras_hub.src.utils.preset_utils import get_file
     except ImportError as error:
         raise ImportError(

@@ -12,7 +12,7 @@ from keras_mae import ViTClassifier
 from keras_mae.data.classification import make_classification_dataset, random_erasing
 from keras_mae.data.mix import mix_batch, smooth_one_hot
 from keras_mae.optimizers.finetune_optimizer import make_finetune_optimizer
-from tests.run_app import run_app
+from tests.run_app import backend_independent, run_app
 
 NUM_LAYERS = 3
 
@@ -114,6 +114,7 @@ def run_quiet(script, *args, verbose=0):
 
 
 @pytest.mark.slow
+@backend_independent  # the apps' flow; the kNN monitor and fine-tuning's parts run in-process on every backend
 def test_pretrain_with_knn_then_finetune(tmp_path):
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 3, 48)

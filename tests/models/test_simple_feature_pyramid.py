@@ -66,7 +66,7 @@ def test_config_roundtrip_and_keras_file_give_equal_outputs(norm, tmp_path, rng)
 
 def test_training_reaches_the_encoder_as_drop_path(rng):
     model = pyramid(16, drop_path_rate=0.5)
-    images = rng.normal(size=(4, 16, 16, 3)).astype("float32")
+    images = rng.normal(size=(8, 16, 16, 3)).astype("float32")  # last block's 2 branches x 8: 16 coin flips
     inference = [to_np(model(images)["P4"]) for _ in range(2)]
     np.testing.assert_array_equal(inference[0], inference[1])
     trained = [to_np(model(images, training=True)["P4"]) for _ in range(2)]

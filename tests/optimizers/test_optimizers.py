@@ -15,6 +15,7 @@ from keras_mae.optimizers import (
     make_pretrain_optimizer,
     weight_decay_exclusions,
 )
+from tests.run_app import backend_independent
 
 
 def _np(x):
@@ -85,18 +86,47 @@ def _official_lr(step, peak, warmup, total, low):
     return low + (peak - low) * 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / (total - warmup)))
 
 
-@pytest.mark.parametrize("warmup, low", [(10, 0.0), (10, 1e-3), (0, 0.0)])
-def test_warmup_cosine_matches_official_formula(warmup, low):
-    schedule = WarmupCosineDecay(0.1, warmup_steps=warmup, total_steps=50, min_learning_rate=low)
-    for step in [0, 1, 5, 9, 10, 11, 30, 49, 50, 51, 1000]:
-        want = _official_lr(step, 0.1, warmup, 50, low)
-        np.testing.assert_allclose(float(_np(schedule(step))), want, rtol=1e-5, atol=1e-8)
+# One case on every backend (the schedule runs in each optimizer); the others are arithmetic, on one backend.
+@pytest.mark.parametrize("peak, warmup, low", [(0.1, 10, 1e-3)] + [
+    pytest.param(*case, marks=backend_independent)
+    for case in [(0.1, 10, 0.0), (0.1, 0, 0.0), (0.1, 0, 1e-3), (1e-3, 1, 1e-6), (0.0, 5, 0.0), (1e-4, 3, 1e-3)]])
+def test_warmup_cosine_is_keras_cosine_decay_and_the_official_formula(peak, warmup, low):
+    """Every step, past the end too: Keras's CosineDecay with warmup, and the official per-step formula."""
+    schedule = WarmupCosineDecay(peak, warmup_steps=warmup, total_steps=50, min_learning_rate=low)
+    assert isinstance(schedule, keras.optimizers.schedules.CosineDecay)
+    keras_schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0, decay_steps=50 - warmup, alpha=low / peak if peak else 0.0, warmup_target=peak,
+        warmup_steps=warmup)
+    # Each side of the warm-up's end and of the decay's, and past it.
+    for step in sorted({0, 1, 2, warmup - 1, warmup, warmup + 1, 25, 48, 49, 50, 51, 1000} - {-1}):
+        got = float(_np(schedule(step)))
+        assert got == float(_np(keras_schedule(step)))
+        np.testing.assert_allclose(got, _official_lr(step, peak, warmup, 50, low), rtol=1e-5, atol=1e-9)
     _round_trip(schedule)
+
+
+def test_warmup_cosine_at_imagenet_scale_and_its_saved_config():
+    """The official fine-tuning length (ViT-B: 100 epochs of 1251 steps, 5 warm-up): still the formula to 1e-9."""
+    peak, warmup, total, low = 2e-3, 5 * 1251, 100 * 1251, 1e-6
+    schedule = WarmupCosineDecay(peak, warmup, total, low)
+    for step in [0, 1, warmup - 1, warmup, warmup + 1, 50_000, total - 1, total, total + 7]:
+        np.testing.assert_allclose(float(_np(schedule(step))), _official_lr(step, peak, warmup, total, low), atol=1e-9)
+    # The config keras_mae 0.1 wrote still loads, as the same schedule.
+    config = {"peak_learning_rate": peak, "warmup_steps": warmup, "total_steps": total, "min_learning_rate": low}
+    assert schedule.get_config() == config
+    restored = keras.saving.deserialize_keras_object(
+        {"module": "keras_mae.optimizers.schedules", "class_name": "WarmupCosineDecay", "config": config,
+         "registered_name": "keras_mae>WarmupCosineDecay"})
+    assert type(restored) is WarmupCosineDecay and float(_np(restored(warmup))) == pytest.approx(peak)
 
 
 def test_warmup_cosine_validation_and_use_in_optimizer():
     with pytest.raises(ValueError, match="total_steps"):
         WarmupCosineDecay(0.1, warmup_steps=10, total_steps=10)
+    with pytest.raises(ValueError, match="warmup_steps"):
+        WarmupCosineDecay(0.1, warmup_steps=-1, total_steps=10)
+    with pytest.raises(ValueError, match="min_learning_rate"):  # Keras's alpha = min / peak
+        WarmupCosineDecay(0.0, warmup_steps=1, total_steps=10, min_learning_rate=1e-6)
     optimizer = LARS(learning_rate=WarmupCosineDecay(1.0, 4, 8))
     variable = keras.Variable(np.ones((2,), "float32"))
     for _ in range(2):
