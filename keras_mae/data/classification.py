@@ -15,8 +15,8 @@ import math
 import tensorflow as tf
 
 from keras_mae.data import augment as augment_lib
-from keras_mae.data.mix import mix_batch
 from keras_mae.data import rand_augment as rand_augment_lib
+from keras_mae.data.mix import mix_batch
 from keras_mae.data.sharding import check_shard, shard_rows
 from keras_mae.data.normalization import fit_normalization, normalize
 from keras_mae.data.sources import load_source

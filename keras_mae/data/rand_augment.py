@@ -27,24 +27,14 @@ OPS = ("AutoContrast", "Equalize", "Invert", "Rotate", "PosterizeIncreasing", "S
 _LEVEL_DENOM = 10.0
 
 
-def _colour(image):
-    """(colour channels, extra channels): RGB and alpha of 4-channel images; grey and colour images are all colour."""
-    channels = image.shape[-1]
-    if channels == 4:
-        return image[..., :3], image[..., 3:]
-    return image, None
-
-
-def _with_extra(colour, extra):
-    return colour if extra is None else tf.concat([colour, extra], axis=-1)
-
-
 def _pointwise(fn):
-    """Applies `fn` to the colour channels only (PIL leaves an alpha band alone in these ops)."""
+    """Applies `fn` to the colour channels only: RGB of a 4-channel image (PIL leaves an alpha band alone in these
+    ops); grey and RGB images are all colour."""
 
     def apply(image, *args):
-        colour, extra = _colour(image)
-        return _with_extra(fn(colour, *args), extra)
+        if image.shape[-1] == 4:
+            return tf.concat([fn(image[..., :3], *args), image[..., 3:]], axis=-1)
+        return fn(image, *args)
 
     return apply
 

@@ -49,8 +49,8 @@ class WarmupCosineDecay(keras.optimizers.schedules.CosineDecay):
             )
         if not peak_learning_rate and min_learning_rate:
             raise ValueError(
-                "`min_learning_rate` must be 0 when `peak_learning_rate` is 0. Received: "
-                f"min_learning_rate={min_learning_rate}"
+                "`min_learning_rate` must be 0 when `peak_learning_rate` is 0 (or give a positive peak). Received: "
+                f"peak_learning_rate={peak_learning_rate}, min_learning_rate={min_learning_rate}"
             )
         super().__init__(
             initial_learning_rate=0.0,
