@@ -140,6 +140,17 @@ def training_started():
     _training["started"] = True
 
 
+def keep_freed_memory():
+    """On the torch backend, glibc keeps freed tensors of up to 32 MiB for reuse (`keras_mae.utils.malloc_tuning`):
+    Keras's out-of-place ops otherwise page-fault them back in every step (ViT-B/16 in bf16: 1.5x faster)."""
+    import keras
+
+    from keras_mae.utils.malloc_tuning import keep_freed_memory as keep
+
+    if keras.backend.backend() == "torch":
+        keep()
+
+
 def run_main(main_fn):
     """Runs `main_fn(argv)`, turning user errors raised before training into one line and exit code 2, a full disk
     into one line and exit code 1, and Ctrl-C outside training (or a second one during its checkpoint) into one
@@ -157,6 +168,7 @@ def run_main(main_fn):
             sys.stdout = open(os.devnull, "w")
         try:
             check_flag_files(sys.argv[1:])
+            keep_freed_memory()
             return main_fn(argv)
         except (UserError, ValueError, FileNotFoundError, PermissionError, NotADirectoryError) as error:
             if _training["started"] and not isinstance(error, UserError):

@@ -18,7 +18,7 @@ GROUPS = {
     ),
     "data": (
         "dataset", "data_dir", "train_split", "eval_dataset", "eval_split", "val_fraction", "images", "mean", "std",
-        "num_eval_images", "max_per_class", "cache_features", "features_batch_size",
+        "num_eval_images", "max_per_class", "cache_features", "features_batch_size", "features_dtype_policy",
     ),
     "recipe": (
         "epochs", "steps_per_epoch", "batch_size", "eval_batch_size", "accum_steps", "lr", "base_lr", "min_lr",

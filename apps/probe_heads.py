@@ -73,9 +73,11 @@ def cached_data(model, data, workdir, key):
             cached = {name: f[name] for name in f.files} if str(f["key"]) == key else None
     if cached is None:
         start = time.perf_counter()
-        train_x, train_y = model.extract_features(data["train_plain"], verbose=FLAGS.verbose)
-        eval_x, eval_ids = model.extract_features(data["eval_with_ids"], verbose=FLAGS.verbose)
-        print(f"Features of {len(train_y)} + {len(eval_ids)} images in {time.perf_counter() - start:.0f} s -> {path}")
+        policy = data["features_dtype_policy"]
+        train_x, train_y = model.extract_features(data["train_plain"], verbose=FLAGS.verbose, dtype_policy=policy)
+        eval_x, eval_ids = model.extract_features(data["eval_with_ids"], verbose=FLAGS.verbose, dtype_policy=policy)
+        print(f"Features of {len(train_y)} + {len(eval_ids)} images ({policy}) in {time.perf_counter() - start:.0f} s "
+              f"-> {path}")
         cached = dict(train_x=train_x, train_y=train_y, eval_x=eval_x, eval_ids=eval_ids, key=np.array(key))
         with atomic_path(path) as tmp:
             np.savez(tmp, **cached)

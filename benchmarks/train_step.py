@@ -256,9 +256,15 @@ def main():
     parser.add_argument("--steps", type=int, default=5, help="steps per timed window")
     parser.add_argument("--windows", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--keep_freed_memory", action="store_true",
+                        help="glibc keeps freed blocks <= 32 MiB (keras_mae.utils.malloc_tuning), in every process")
     parser.add_argument("--role", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role:
+        if args.keep_freed_memory:
+            from keras_mae.utils.malloc_tuning import keep_freed_memory
+
+            keep_freed_memory()
         return run_one(args, args.role)
 
     roles = [("keras_mae", b) for b in args.backends.split(",") if b] + ([("reference", "torch")] if args.reference else [])

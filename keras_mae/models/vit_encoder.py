@@ -205,6 +205,27 @@ class ViTEncoder(keras.Model):
         var = ops.var(pooled, axis=-1, keepdims=True)
         return (pooled - mean) / ops.sqrt(var + self.layer_norm_epsilon)
 
+    def with_dtype_policy(self, dtype_policy):
+        """This encoder's twin computing in `dtype_policy` (e.g. "mixed_bfloat16"), with a copy of its weights.
+
+        For inference in another precision (the linear probe's feature extraction on a CPU with bf16 matmuls);
+        `self` is left as it is. Variables of a mixed policy stay float32, so the weights are copied exactly.
+
+        >>> import numpy as np
+        >>> encoder = ViTEncoder(8, 4, 1, hidden_dim=16, num_layers=1, num_heads=2, mlp_dim=32)
+        >>> twin = encoder.with_dtype_policy("mixed_bfloat16")
+        >>> keras.backend.standardize_dtype(twin(np.zeros((1, 8, 8, 1), "float32")).dtype), twin.variables[0].dtype
+        ('bfloat16', 'float32')
+        """
+        policy = keras.dtype_policies.get(dtype_policy)
+        if policy.variable_dtype != self.dtype_policy.variable_dtype:
+            raise ValueError(f"dtype_policy must keep the variables' dtype ({self.dtype_policy.variable_dtype}) so that "
+                             f"the weights copy exactly, e.g. 'mixed_bfloat16'. Received: dtype_policy={dtype_policy!r}")
+        config = {key: value for key, value in self.get_config().items() if key not in ("dtype", "name")}
+        twin = type(self)(**config, dtype=policy, name=f"{self.name}_{policy.name}")
+        twin.set_weights(self.get_weights())
+        return twin
+
     def load_own_variables(self, store):
         # keras_mae 0.1 saved the mask-token ablation's token here (cls_token, mask_token, pos_embed): it now
         # belongs to the MaskedAutoencoder, which asks for it through `_legacy_mask_token`.

@@ -78,6 +78,39 @@ def test_cached_features_equal_the_in_graph_path(pool):
     np.testing.assert_allclose(numpy(probe.head_model()(features)), numpy(probe(images)), atol=1e-5)
 
 
+@pytest.mark.parametrize("pool", ["cls", "mean"])
+def test_bfloat16_features_track_float32_ones_and_leave_the_encoder_alone(pool):
+    probe = tiny_probe(pool)
+    images, labels = labelled_images(20)
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(8)
+    weights = [numpy(w).copy() for w in probe.encoder.weights]
+    exact, _ = probe.extract_features(dataset, verbose=0)
+    same, _ = probe.extract_features(dataset, verbose=0, dtype_policy="float32")  # the encoder's own: no twin
+    np.testing.assert_array_equal(same, exact)
+    bf16, bf16_labels = probe.extract_features(dataset, verbose=0, dtype_policy="mixed_bfloat16")
+    np.testing.assert_array_equal(bf16_labels, labels)
+    assert bf16.dtype == np.float32 and not np.array_equal(bf16, exact)  # it really ran in bf16
+    cosine = (bf16 * exact).sum(1) / np.linalg.norm(bf16, axis=1) / np.linalg.norm(exact, axis=1)
+    assert cosine.min() > 0.999, cosine.min()
+    assert probe.encoder.compute_dtype == "float32"
+    for before, after in zip(weights, probe.encoder.weights):
+        np.testing.assert_array_equal(before, numpy(after))
+
+
+def test_encoder_twin_in_another_policy():
+    keras.utils.set_random_seed(0)
+    encoder = ViTEncoder(**ENCODER)
+    twin = encoder.with_dtype_policy("mixed_bfloat16")
+    assert twin.compute_dtype == "bfloat16" and twin.get_config()["hidden_dim"] == 16
+    for ours, theirs in zip(encoder.weights, twin.weights):
+        assert ours.path.split("/")[-1] == theirs.path.split("/")[-1]
+        np.testing.assert_array_equal(numpy(ours), numpy(theirs))
+    images, _ = labelled_images(4)
+    np.testing.assert_allclose(numpy(twin(images)).astype("float32"), numpy(encoder(images)), atol=0.1)
+    with pytest.raises(ValueError, match="variables' dtype"):
+        encoder.with_dtype_policy("bfloat16")
+
+
 def test_features_are_the_official_cls_and_global_pool():
     probe = tiny_probe("mean")
     images, _ = labelled_images(4)

@@ -169,6 +169,32 @@ def test_fast_forms_equal_keras_own(form, rng, monkeypatch):
     close(ours(x), theirs(x))
 
 
+@pytest.mark.parametrize("use_bias,activation", [(True, None), (False, None), (True, "relu")])
+def test_token_dense_equals_dense_in_outputs_and_gradients(rng, monkeypatch, use_bias, activation):
+    # On torch TokenDense is one fused F.linear; elsewhere a 2-D matmul. One SGD step at lr 1 on the same
+    # data moves each weight by its gradient, so equal weights after it mean equal gradients.
+    from keras_mae.layers import torch_linear
+
+    calls = []
+    fused = torch_linear.linear
+    monkeypatch.setattr(torch_linear, "linear", lambda *args: calls.append(1) or fused(*args))
+    x = rng.normal(size=(8, 5, 24)).astype("float32")
+    y = rng.normal(size=(8, 5, 3)).astype("float32")
+    models = []
+    for dense in (layers.TokenDense, keras.layers.Dense):
+        model = keras.Sequential([keras.Input((5, 24)), dense(3, use_bias=use_bias, activation=activation)])
+        models.append(model)
+    models[0].set_weights([rng.normal(size=w.shape).astype("float32") for w in models[0].get_weights()])
+    models[1].set_weights(models[0].get_weights())
+    np.testing.assert_allclose(models[0].predict(x, verbose=0), models[1].predict(x, verbose=0), atol=1e-5)
+    for model in models:
+        model.compile(optimizer=keras.optimizers.SGD(1.0), loss="mse")
+        model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    for ours, theirs in zip(models[0].get_weights(), models[1].get_weights()):
+        np.testing.assert_allclose(ours, theirs, atol=1e-5)
+    assert bool(calls) == (keras.backend.backend() == "torch")
+
+
 def test_every_layer_norm_of_the_models_takes_the_fast_form(tiny_config):
     import keras_mae
 
