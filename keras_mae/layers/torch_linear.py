@@ -9,7 +9,7 @@ against `keras.layers.Dense`.
 
 
 def linear(inputs, kernel, bias):
-    """`inputs @ kernel + bias` as `torch.nn.functional.linear`; `kernel` is Keras's (in, out) layout, `bias` may be None."""
+    """`inputs @ kernel + bias` as `torch.nn.functional.linear`; `kernel` in Keras's (in, out) layout, `bias` or None."""
     import torch
     from keras import ops
 
