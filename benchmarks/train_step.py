@@ -7,7 +7,8 @@ For each backend (a subprocess each, so memory peaks are separate) it reports im
 windows after warm-up), peak RSS (and peak accelerator memory on a GPU), the model's FLOP/s and its
 utilisation (MFU) of the matmul peak measured in the same process in the compute dtype and of the machine's
 peak (the best of those processes' peaks), and the tf.data pipeline's images/s. `--reference` adds Hugging
-Face transformers' `ViTMAEForPreTraining` with torch AdamW on the same config (under `torch.autocast` for the mixed policies). Not a test: numbers go to BENCHMARKS.md.
+Face transformers' `ViTMAEForPreTraining` with torch AdamW on the same config (under `torch.autocast` for the
+mixed policies). Not a test: numbers go to BENCHMARKS.md.
 
 On a GPU (no TensorFlow needed), the batch is kept on the device for every implementation (`--feed=resident`,
 the default there: `model.fit` on a generator that repeats one on-device batch):
