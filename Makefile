@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 BACKENDS ?= tensorflow jax torch
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 # The main job: fastest backend on a 2-core CPU for the demo preset (see BENCHMARKS.md), in bf16 where the CPU
-# has bf16 dot products (AVX512_BF16 / AMX: 9-14% faster, probe within 0.2 points of float32's), else float32.
+# has bf16 dot products (AVX512_BF16 / AMX: 9-14% faster, probe within 0.3 points of float32's), else float32.
 BACKEND ?= torch
 DTYPE_POLICY ?= $(shell grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo 2>/dev/null && echo mixed_bfloat16 || echo float32)
 WORKDIR ?= runs/fashion_mnist

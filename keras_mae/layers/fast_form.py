@@ -23,7 +23,20 @@ def fast_form():
     """
     if keras.backend.backend() == "torch":
         return TORCH
-    return XLA_CPU if keras.distribution.list_devices()[0].lower().startswith("cpu") else XLA_ACCELERATOR
+    return XLA_CPU if on_cpu() else XLA_ACCELERATOR
+
+
+def on_cpu():
+    """True where Keras computes on the CPU (no GPU or TPU in use), on any backend.
+
+    >>> isinstance(on_cpu(), bool)
+    True
+    """
+    if keras.backend.backend() == "torch":  # keras.distribution is None there; Keras picks the device itself
+        from keras.src.backend.torch.core import get_device
+
+        return get_device() == "cpu"
+    return keras.distribution.list_devices()[0].lower().startswith("cpu")
 
 
 def uses_torch_kernels():

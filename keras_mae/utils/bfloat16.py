@@ -2,6 +2,8 @@
 
 import keras
 
+from keras_mae.layers.fast_form import on_cpu
+
 # x86 flags of native bf16 dot products (AVX512_BF16: Cooper Lake, Zen 4 and newer; AMX: Sapphire Rapids and newer).
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
@@ -21,20 +23,13 @@ def cpu_has_bf16_matmul(cpuinfo="/proc/cpuinfo"):
 
 
 def fast_inference_policy():
-    """"mixed_bfloat16" where inference in bf16 was measured faster (BENCHMARKS.md), else "float32".
+    """"mixed_bfloat16" where inference in bf16 runs faster, else "float32".
 
-    That is the torch backend on a CPU with bf16 dot products (oneDNN: 2-3x on the demo encoder), and any
-    GPU. XLA:CPU (jax, tensorflow) gains nothing from bf16 on the CPU, and older CPUs emulate it.
+    That is the torch backend on a CPU with bf16 dot products (oneDNN: 2-3x on the demo encoder, BENCHMARKS.md),
+    and GPUs, whose fast path bf16 is (measured there for training). XLA:CPU (jax, tensorflow) gains nothing from
+    bf16 on the CPU, and older CPUs emulate it.
     """
     if not on_cpu():
         return "mixed_bfloat16"
     return "mixed_bfloat16" if keras.backend.backend() == "torch" and cpu_has_bf16_matmul() else "float32"
 
-
-def on_cpu():
-    """True where Keras computes on the CPU (no GPU or TPU in use)."""
-    if keras.backend.backend() == "torch":
-        from keras.src.backend.torch.core import get_device
-
-        return get_device() == "cpu"
-    return keras.distribution.list_devices()[0].lower().startswith("cpu")

@@ -9,7 +9,6 @@ works after the process has started.
 """
 
 import ctypes
-import ctypes.util
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
@@ -20,7 +19,7 @@ TRIM_THRESHOLD = 2**31  # effectively never give the top of the heap back
 def keep_freed_memory(mmap_threshold=MMAP_THRESHOLD_MAX, trim_threshold=TRIM_THRESHOLD):
     """Serves blocks up to `mmap_threshold` bytes from the heap and keeps freed memory there (glibc only).
 
-    Process-wide; the apps call it at start on CPU. Peak memory is unchanged (freed blocks are reused),
+    Process-wide; the apps call it at start on the torch backend. Peak memory is unchanged (freed blocks are reused),
     but the process no longer shrinks back between steps.
 
     Returns:
@@ -29,10 +28,9 @@ def keep_freed_memory(mmap_threshold=MMAP_THRESHOLD_MAX, trim_threshold=TRIM_THR
     >>> isinstance(keep_freed_memory(), bool)
     True
     """
-    name = ctypes.util.find_library("c")
     try:
-        mallopt = ctypes.CDLL(name).mallopt
-    except (OSError, AttributeError, TypeError):
+        mallopt = ctypes.CDLL(None).mallopt  # the process's own symbols, libc's among them; no library search
+    except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return bool(mallopt(M_MMAP_THRESHOLD, int(mmap_threshold))) and bool(mallopt(M_TRIM_THRESHOLD, int(trim_threshold)))
