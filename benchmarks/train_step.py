@@ -142,10 +142,13 @@ def measure_keras(args, config):
     import numpy as np
 
     import keras_mae
+    from keras_mae.optimizers import make_pretrain_optimizer
 
     keras.config.set_dtype_policy(args.dtype_policy)
     model = keras_mae.MaskedAutoencoder(**config, seed=0)
-    model.compile(optimizer=keras.optimizers.AdamW(1e-4, beta_2=0.95, weight_decay=0.05), jit_compile=args.jit_compile)
+    # The pretraining app's optimizer (AdamW, beta_2 0.95, wd 0.05 off biases and norms; fused on torch + CPU).
+    optimizer = make_pretrain_optimizer(model, 1e-4, weight_decay=0.05, fused=args.fused_adamw)
+    model.compile(optimizer=optimizer, jit_compile=args.jit_compile)
     images = np.random.default_rng(0).normal(size=(args.batch_size, *model.image_size, model.num_channels))
     images = images.astype("float32")
 
@@ -176,12 +179,12 @@ def feed(args, framework):
     return "resident" if on_gpu(framework) else "fit"
 
 
-def measure_reference(args, config):
-    import torch
+def reference_config(config):
+    """The Hugging Face `ViTMAEConfig` of a keras_mae `MaskedAutoencoder` config (the reference's architecture)."""
     import transformers
 
     height = config["image_size"] if isinstance(config["image_size"], int) else config["image_size"][0]
-    hf = transformers.ViTMAEConfig(
+    return transformers.ViTMAEConfig(
         image_size=height, patch_size=config["patch_size"], num_channels=config["num_channels"],
         hidden_size=config["hidden_dim"], num_hidden_layers=config["num_layers"], num_attention_heads=config["num_heads"],
         intermediate_size=config["mlp_dim"], decoder_hidden_size=config["decoder_hidden_dim"],
@@ -189,6 +192,14 @@ def measure_reference(args, config):
         decoder_intermediate_size=config["decoder_mlp_dim"], mask_ratio=config.get("mask_ratio", 0.75),
         norm_pix_loss=config.get("norm_pix_loss", False), layer_norm_eps=1e-6, qkv_bias=True,
     )
+
+
+def measure_reference(args, config):
+    import torch
+    import transformers
+
+    height = config["image_size"] if isinstance(config["image_size"], int) else config["image_size"][0]
+    hf = reference_config(config)
     device = "cuda" if on_gpu("torch") else "cpu"
     model = transformers.ViTMAEForPreTraining(hf).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05)
@@ -259,6 +270,9 @@ def main():
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--keep_freed_memory", action="store_true",
                         help="glibc keeps freed blocks <= 32 MiB (keras_mae.utils.malloc_tuning), in every process")
+    parser.add_argument("--fused_adamw", default=True, type=lambda v: v.lower() == "true",
+                        help="true (the app's default): the torch backend on a CPU updates with the fused kernel "
+                             "(keras_mae.optimizers.torch_fused_adamw); false: Keras's AdamW as it ships")
     parser.add_argument("--role", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role:

@@ -4,6 +4,8 @@ import numbers
 
 import keras
 
+from keras_mae.optimizers.torch_fused_adamw import fuse_adamw_update
+
 
 def weight_decay_exclusions(model, skip_names=()):
     """Trainable variables that the official MAE code does not weight-decay.
@@ -52,6 +54,7 @@ def make_pretrain_optimizer(
     gradient_accumulation_steps=None,
     clipnorm=None,
     global_clipnorm=None,
+    fused=True,
 ):
     """`keras.optimizers.AdamW` configured as the official MAE pretraining.
 
@@ -79,6 +82,10 @@ def make_pretrain_optimizer(
         global_clipnorm: float or None. Clipping of the norm of all gradients
             together, as torch's `clip_grad_norm_` (the official fine-tuning
             `--clip_grad`); exclusive with `clipnorm`. Defaults to None.
+        fused: bool. On the torch backend and the CPU, run the update as one
+            fused kernel (`torch_fused_adamw`: the same values as Keras's
+            update, 4x faster on ViT-B); elsewhere it changes nothing.
+            Defaults to True.
 
     Returns:
         a `keras.optimizers.AdamW`, not yet built.
@@ -106,4 +113,6 @@ def make_pretrain_optimizer(
         global_clipnorm=global_clipnorm,
     )
     optimizer.exclude_from_weight_decay(var_list=weight_decay_exclusions(model))
+    if fused:
+        fuse_adamw_update(optimizer)
     return optimizer

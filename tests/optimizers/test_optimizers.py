@@ -186,6 +186,53 @@ def test_make_pretrain_optimizer_needs_a_built_model():
         make_pretrain_optimizer(model, learning_rate=1e-3)
 
 
+# === Fused AdamW update on torch (keras_mae/optimizers/torch_fused_adamw.py) ===
+
+
+def _train_adamw(fused, accumulation=None):
+    keras.utils.set_random_seed(0)
+    model = _toy_model()
+    optimizer = make_pretrain_optimizer(
+        model, WarmupCosineDecay(1e-2, 2, 8), weight_decay=0.3, gradient_accumulation_steps=accumulation,
+        fused=fused,
+    )
+    rng = np.random.default_rng(3)
+    variables = model.trainable_variables
+    for step in range(6):
+        # Magnitudes from 1e-9 (where Keras's epsilon placement and torch's differ by 1/sqrt(1 - beta_2^t))
+        # to 1, a different one per variable and step.
+        scales = 10.0 ** rng.uniform(-9, 0, size=len(variables))
+        grads = [(s * rng.normal(size=v.shape)).astype("float32") for s, v in zip(scales, variables)]
+        optimizer.apply([ops.convert_to_tensor(g) for g in grads], variables)
+    return optimizer, [_np(v) for v in variables], [_np(v) for v in optimizer.variables]
+
+
+@pytest.mark.parametrize("accumulation", [None, 2])
+def test_fused_adamw_update_equals_keras_adamw(accumulation):
+    from keras_mae.optimizers.torch_fused_adamw import can_fuse
+
+    plain, plain_weights, plain_slots = _train_adamw(fused=False, accumulation=accumulation)
+    fused, fused_weights, fused_slots = _train_adamw(fused=True, accumulation=accumulation)
+    # The fused kernel is taken on torch (CI and this machine compute on the CPU), nowhere else.
+    assert can_fuse(fused) is (keras.backend.backend() == "torch")
+    assert ("_parallel_update_step" in vars(fused)) is can_fuse(fused)
+    assert "_parallel_update_step" not in vars(plain)
+    for a, b in zip(plain_weights + plain_slots, fused_weights + fused_slots):
+        # float32 rounding of other operation orders; absolute near zero (weights that crossed it, tiny moments).
+        np.testing.assert_allclose(b, a, rtol=2e-6, atol=2e-6 * np.abs(a).max())
+    # The update changed every weight, and the instance saves as a plain keras AdamW.
+    assert type(keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(fused))) is type(plain)
+
+
+def test_fused_adamw_update_is_refused_where_it_does_not_apply():
+    from keras_mae.optimizers.torch_fused_adamw import fuse_adamw_update
+
+    for optimizer in (keras.optimizers.AdamW(1e-3, amsgrad=True), keras.optimizers.Adam(1e-3),
+                      LayerDecayAdamW(learning_rate=1e-3), keras.optimizers.SGD(1e-3)):
+        assert fuse_adamw_update(optimizer) is False, type(optimizer).__name__
+        assert "_parallel_update_step" not in vars(optimizer)
+
+
 # === Layer-wise learning-rate decay ===
 
 
