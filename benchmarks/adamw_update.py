@@ -4,8 +4,9 @@
 
 Times `optimizer.apply` alone (random gradients, made once) on the torch backend: Keras's `keras.optimizers.AdamW`
 as it ships (`torch._foreach_*` ops), the same with `keras_mae.optimizers.torch_fused_adamw` (what
-`make_pretrain_optimizer` returns on a CPU), and `torch.optim.AdamW` on tensors of the same shapes as a for-loop
-(the reference's CPU default), with `foreach=True` and with `fused=True`. Mean ms of `--steps` updates after
+`make_pretrain_optimizer` returns on a CPU), `LayerDecayAdamW` (the fine-tuning optimizer) without and with it,
+and `torch.optim.AdamW` on tensors of the same shapes as a for-loop (the reference's CPU default), with
+`foreach=True` and with `fused=True`. Mean ms of `--steps` updates after
 `--warmup`. `--keep_freed_memory` applies the apps' glibc setting first. Not a test: numbers go to BENCHMARKS.md.
 """
 
@@ -46,7 +47,8 @@ def main():
         keep_freed_memory()
     import keras_mae
     from keras_mae.models.presets import preset_config
-    from keras_mae.optimizers import make_pretrain_optimizer
+    from keras_mae.optimizers import LayerDecayAdamW, make_pretrain_optimizer
+    from keras_mae.optimizers.torch_fused_adamw import fuse_adamw_update
 
     model = keras_mae.MaskedAutoencoder(**preset_config(args.preset))
     variables = model.trainable_variables
@@ -54,8 +56,18 @@ def main():
     generator = torch.Generator().manual_seed(0)
     grads = [1e-3 * torch.randn(tuple(v.shape), generator=generator) for v in variables]
     rows = []
-    for name, fused in (("keras AdamW (torch _foreach ops)", False), ("keras AdamW + torch_fused_adamw", True)):
-        optimizer = make_pretrain_optimizer(model, 1e-4, fused=fused)
+    # The fine-tuning optimizer's per-variable rates, on this model's variables: 0.75 ** (depth of the path).
+    multipliers = {v.path: 0.75 ** (v.path.count("/") % 4) for v in variables}
+    for name, fused, layer_decay in (("keras AdamW (torch _foreach ops)", False, False),
+                                     ("keras AdamW + torch_fused_adamw", True, False),
+                                     ("LayerDecayAdamW (Keras's per-variable path)", False, True),
+                                     ("LayerDecayAdamW + torch_fused_adamw", True, True)):
+        if layer_decay:
+            optimizer = LayerDecayAdamW(lr_multipliers=multipliers, learning_rate=1e-4, weight_decay=0.05)
+            if fused:
+                fuse_adamw_update(optimizer)
+        else:
+            optimizer = make_pretrain_optimizer(model, 1e-4, fused=fused)
         optimizer.build(variables)
         rows.append((name, mean_ms(lambda: optimizer.apply(grads, variables), args.steps, args.warmup)))
     params = [torch.nn.Parameter(torch.zeros(tuple(v.shape))) for v in variables]

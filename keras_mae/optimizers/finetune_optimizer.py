@@ -4,13 +4,14 @@ import numbers
 
 from keras_mae.optimizers.layer_decay import LayerDecayAdamW, layer_decay_multipliers
 from keras_mae.optimizers.pretrain_optimizer import weight_decay_exclusions
+from keras_mae.optimizers.torch_fused_adamw import fuse_adamw_update
 
 # timm VisionTransformer.no_weight_decay(), which the official `param_groups_lrd` also skips.
 NO_WEIGHT_DECAY = ("cls_token", "pos_embed")
 
 
 def make_finetune_optimizer(model, learning_rate, weight_decay=0.05, layer_decay=0.75, beta_1=0.9, beta_2=0.999,
-                            gradient_accumulation_steps=None, global_clipnorm=None):
+                            gradient_accumulation_steps=None, global_clipnorm=None, fused=True):
     """`LayerDecayAdamW` configured as the official fine-tuning.
 
     Official: `torch.optim.AdamW(param_groups_lrd(model, wd, no_weight_decay_list, layer_decay), lr)`:
@@ -27,6 +28,8 @@ def make_finetune_optimizer(model, learning_rate, weight_decay=0.05, layer_decay
         beta_1, beta_2: floats. Defaults to torch's (0.9, 0.999).
         gradient_accumulation_steps: int >= 2 or None. Official `accum_iter`.
         global_clipnorm: float or None. Official `--clip_grad` (off by default).
+        fused: bool. On the torch backend and the CPU, one fused kernel per lr multiplier
+            (`torch_fused_adamw`, the same values); elsewhere it changes nothing. Defaults to True.
 
     Returns:
         a `LayerDecayAdamW`, not yet built.
@@ -46,4 +49,6 @@ def make_finetune_optimizer(model, learning_rate, weight_decay=0.05, layer_decay
         gradient_accumulation_steps=gradient_accumulation_steps, global_clipnorm=global_clipnorm,
     )
     optimizer.exclude_from_weight_decay(var_list=weight_decay_exclusions(model, skip_names=NO_WEIGHT_DECAY))
+    if fused:
+        fuse_adamw_update(optimizer)
     return optimizer

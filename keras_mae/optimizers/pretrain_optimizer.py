@@ -84,7 +84,7 @@ def make_pretrain_optimizer(
             `--clip_grad`); exclusive with `clipnorm`. Defaults to None.
         fused: bool. On the torch backend and the CPU, run the update as one
             fused kernel (`torch_fused_adamw`: the same values as Keras's
-            update, 4x faster on ViT-B); elsewhere it changes nothing.
+            update, 4.5x faster on ViT-B); elsewhere it changes nothing.
             Defaults to True.
 
     Returns:
