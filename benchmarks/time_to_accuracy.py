@@ -7,8 +7,9 @@
 The demo recipe (apps/configs/fashion_mnist.flags: 936 steps of 256 images, one warm-up epoch, cosine) is run
 as --points pseudo-epochs of 936 / points steps, so the per-step learning rate is the demo's and each
 pseudo-epoch ends in a checkpoint. keras_mae runs apps/pretrain.py; `--implementation=reference` trains Hugging
-Face's `ViTMAEForPreTraining` (the official architecture, same config) with `torch.optim.AdamW` (the official
-parameter groups: no weight decay on biases and norms) and the official per-step schedule, on the same tf.data
+Face's `ViTMAEForPreTraining` (the official architecture and initialisation, same config) with
+`torch.optim.AdamW` (the official parameter groups: no weight decay on biases and norms) and the official
+per-step schedule, on the same tf.data
 batches (random resized crop + flip, the same normalisation). Pretraining time is the training steps' wall time
 (data included; not start-up, checkpoints or probes). Then each checkpoint's encoder, oldest first, is
 linear-probed with apps/configs/linprobe_fashion_mnist.flags (cached features; trained on the 60,000 training
@@ -119,7 +120,7 @@ def pretrain_reference(workdir, steps, warmup, points, values):
     import torch
     import transformers
 
-    from benchmarks.train_step import reference_config
+    from benchmarks.train_step import official_init, reference_config
     from keras_mae import checkpoints, data
     from keras_mae.models.presets import preset_config
 
@@ -169,35 +170,6 @@ def pretrain_reference(workdir, steps, warmup, points, values):
         result.append((point, elapsed, point_folder(
             workdir, point, dict(record), lambda folder, ours=ours: ours.encoder.save(os.path.join(folder, "encoder.keras")))))
     return result
-
-
-def official_init(model, config):
-    """facebookresearch/mae `initialize_weights` on a `ViTMAEForPreTraining`.
-
-    transformers 5.x leaves both sin-cos position tables, `cls_token` and `mask_token` at zero when it builds
-    the model from a config: with no position information the decoder can only predict each masked patch's mean,
-    and the norm_pix loss stalls at that floor (0.758 on Fashion-MNIST, against 0.59 after 936 steps here).
-    """
-    import torch
-
-    from keras_mae.layers.position_embedding import sincos_position_embedding
-
-    grid = config["image_size"] // config["patch_size"]
-    with torch.no_grad():
-        for table in (model.vit.embeddings.position_embeddings, model.decoder.decoder_pos_embed):
-            table.copy_(torch.from_numpy(sincos_position_embedding(grid, grid, table.shape[-1]))[None])
-        for token in (model.vit.embeddings.cls_token, model.decoder.mask_token):
-            torch.nn.init.normal_(token, std=0.02)
-        projection = model.vit.embeddings.patch_embeddings.projection.weight
-        torch.nn.init.xavier_uniform_(projection.view(projection.shape[0], -1))
-        for module in model.modules():
-            if isinstance(module, torch.nn.Linear):
-                torch.nn.init.xavier_uniform_(module.weight)
-                torch.nn.init.zeros_(module.bias)
-            elif isinstance(module, torch.nn.LayerNorm):
-                torch.nn.init.ones_(module.weight)
-                torch.nn.init.zeros_(module.bias)
-    return model
 
 
 def probe(workdir, point, folder):
