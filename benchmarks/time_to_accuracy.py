@@ -172,7 +172,7 @@ def pretrain_reference(workdir, steps, warmup, points, values):
     return result
 
 
-def probe(workdir, point, folder):
+def probe(workdir, folder):
     """Linear-probe top-1 (on the test images) of one point's encoder."""
     probe_dir = os.path.join(workdir, "probes", os.path.basename(folder))
     result_path = os.path.join(probe_dir, "linear_probe.json")
@@ -199,7 +199,7 @@ def main(argv):
         timeline, name = pretrain_keras_mae(workdir, steps, warmup, points), "keras_mae"
     batch, reached, seen = int(values["batch_size"]), None, []
     for point, seconds, folder in timeline:
-        top1, num_eval = probe(workdir, point, folder)
+        top1, num_eval = probe(workdir, folder)
         seen.append(f"{point * steps} steps {seconds / 60:.1f} min {100 * top1:.1f}%")
         print(f"point {point}: {point * steps} steps, {seconds:.0f} s of pretraining, probe top-1 {100 * top1:.2f}% "
               f"({num_eval} test images)", flush=True)
@@ -214,7 +214,8 @@ def main(argv):
         outcome = f"not reached in {points * steps} steps ({timeline[-1][1] / 60:.1f} min) | -"
     header = ("| implementation | backend | minutes to target (steps) | top-1 there | probes (steps, minutes, top-1) "
               "| pretraining images/s |\n|---|---|---|---|---|---|")
-    row = f"| {name} | {backend} | {outcome} | {'; '.join(seen)} | {images_per_sec:.0f} |"
+    row = (f"| {name} | {backend} | {outcome} | {'; '.join(seen)} (top-1 on {num_eval} test images) "
+           f"| {images_per_sec:.0f} |")
     print(f"\nTarget: linear-probe top-1 >= {100 * FLAGS.target:g}% on the Fashion-MNIST test images\n{header}\n{row}")
     with open(os.path.join(workdir, "time_to_accuracy.md"), "a") as f:
         f.write(row + "\n")
