@@ -6,8 +6,10 @@ Makes a folder of `--num_images` JPEGs (300-500 px a side, quality 90, smooth ra
 they compress like photos) once under `--folder`, then times, with tf.data's private thread pool set to each
 `--threads` value:
 
-- `pipeline`: `keras_mae.data.make_pretrain_dataset` as pretraining runs it (read, decode, random resized crop
-  0.2-1 bicubic to 224, flip, normalise, batch);
+- `pipeline`: `keras_mae.data.make_pretrain_dataset` as pretraining runs it (read, decode only the crop window
+  (`keras_mae/data/jpeg_window.py`), random resized crop 0.2-1 bicubic to 224, flip, normalise, batch);
+- `pipeline_full_decode`: the same batches with each JPEG decoded whole, then cropped (the pipeline before the
+  window decode);
 - `decode_then_crop` and `decode_and_crop`: the decode step alone on the same files and crop boxes, full decode
   then slice (what the pipeline does) against `tf.image.decode_and_crop_jpeg` (only the crop window's blocks,
   one column wider on each side), and the largest pixel difference between the two (0: the same pixels);
@@ -75,17 +77,23 @@ def rate(dataset, num_images, repeats=2):
     return best
 
 
-def pipeline_rate(folder, num_images, threads, batch_size=64):
-    from keras_mae.data import make_pretrain_dataset
+def pipeline_rate(folder, num_images, threads, batch_size=64, window_decode=True):
+    """Images/s of the pretraining pipeline; `window_decode=False`: the same batches, each JPEG decoded whole."""
+    import dataclasses
 
+    from keras_mae.data import load_source, make_pretrain_dataset
+
+    source = load_source(folder, num_channels=3)
+    if not window_decode:
+        source = dataclasses.replace(source, crop_decode_fn=None)
     steps = num_images // batch_size
-    dataset = make_pretrain_dataset(folder, 224, batch_size, num_channels=3, seed=0, steps_per_epoch=steps)
+    dataset = make_pretrain_dataset(source, 224, batch_size, seed=0, steps_per_epoch=steps)
     return rate(with_threads(dataset, threads), steps * batch_size)
 
 
 def decode_rates(files, threads, seed=0):
     """(images/s of decode then slice, of decode_and_crop, max pixel difference) on the pipeline's crop boxes."""
-    from keras_mae.data import augment
+    from keras_mae.data import augment, jpeg_window
 
     def box(contents, index):
         shape = tf.io.extract_jpeg_shape(contents)
@@ -98,17 +106,11 @@ def decode_rates(files, threads, seed=0):
         return tf.slice(image, [b[0], b[1], 0], [b[2], b[3], -1])
 
     def window(path, index):
-        # One column more on each side, where the image has one: libjpeg's chroma upsampling of a window's edge
-        # columns needs their neighbours, without which those columns differ from the full decode's.
         contents = tf.io.read_file(path)
-        b, width = box(contents, index), tf.io.extract_jpeg_shape(contents)[1]
-        left, right = tf.maximum(b[1] - 1, 0), tf.minimum(b[1] + b[3] + 1, width)
-        image = tf.image.decode_and_crop_jpeg(contents, tf.stack([b[0], left, b[2], right - left]), 3,
-                                              dct_method="INTEGER_ACCURATE")
-        return image[:, b[1] - left: b[1] - left + b[3]]
+        return jpeg_window.decode_jpeg_window(contents, box(contents, index), 3)
 
     def crop_resize(path, index):
-        return augment._resize(full(path, index), (224, 224))
+        return augment.resize(full(path, index), (224, 224))
 
     indexed = tf.data.Dataset.zip(tf.data.Dataset.from_tensor_slices(files), tf.data.Dataset.range(len(files)))
     rates = []
@@ -154,6 +156,7 @@ def main():
     for threads in map(int, args.threads.split(",")):
         full, window, resized, worst = decode_rates(files, threads)
         row = dict(threads=threads, pipeline=pipeline_rate(args.folder, len(files), threads),
+                   pipeline_full_decode=pipeline_rate(args.folder, len(files), threads, window_decode=False),
                    decode_then_crop=full, decode_and_crop=window, max_pixel_difference=worst, crop_resize=resized)
         if threads == 1:
             row["pillow"] = pillow_rate(files)

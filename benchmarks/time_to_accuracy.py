@@ -42,6 +42,7 @@ flags.DEFINE_list("pretrain_args", [], "Extra apps/pretrain.py flags, e.g. --pre
 flags.DEFINE_string("probe_backend", "torch", "KERAS_BACKEND of the probes, the same for every implementation "
                     "(torch: the fastest feature extraction here); empty: the pretraining's.")
 flags.DEFINE_list("probe_args", [], "Extra apps/linear_probe.py flags, e.g. --probe_args=--epochs=10.")
+flags.DEFINE_integer("seed", None, "Overrides the recipe's --seed, for either implementation (a repeat of a run).")
 FLAGS = flags.FLAGS
 
 
@@ -53,6 +54,8 @@ def recipe():
         if line.startswith("--"):
             name, _, value = line[2:].partition("=")
             values[name] = value or "true"
+    if FLAGS.seed is not None:
+        values["seed"] = str(FLAGS.seed)
     return values
 
 
@@ -73,7 +76,7 @@ def run(script, args, backend=None):
     subprocess.run(command, check=True, cwd=ROOT, env=env)
 
 
-def pretrain_keras_mae(workdir, steps, warmup, points):
+def pretrain_keras_mae(workdir, steps, warmup, points, values):
     """apps/pretrain.py in pseudo-epochs; returns [(pseudo-epochs, cumulative seconds, point folder)]."""
     from keras_mae import MaskedAutoencoder, runs
     from keras_mae.callbacks.checkpoint import checkpoint_records
@@ -81,7 +84,8 @@ def pretrain_keras_mae(workdir, steps, warmup, points):
     pretrain = os.path.join(workdir, "pretrain")
     run("pretrain.py", [f"--flagfile={FLAGS.pretrain_flagfile}", f"--workdir={pretrain}", f"--epochs={points}",
                         f"--warmup_epochs={warmup}", f"--steps_per_epoch={steps}", f"--keep_checkpoints={points}",
-                        "--eval_every=0", f"--reconstruction_every={points}", "--verbose=2", *FLAGS.pretrain_args])
+                        "--eval_every=0", f"--reconstruction_every={points}", "--verbose=2",
+                        f"--seed={values.get('seed', 0)}", *FLAGS.pretrain_args])
     with open(os.path.join(pretrain, "log.jsonl")) as f:
         seconds = {record["epoch"]: record["seconds"] for record in map(json.loads, f)}
     record = runs.read_run(pretrain)
@@ -196,7 +200,7 @@ def main(argv):
     if FLAGS.implementation == "reference":
         timeline, name, backend = pretrain_reference(workdir, steps, warmup, points, values), "PyTorch reference", "torch"
     else:
-        timeline, name = pretrain_keras_mae(workdir, steps, warmup, points), "keras_mae"
+        timeline, name = pretrain_keras_mae(workdir, steps, warmup, points, values), "keras_mae"
     batch, reached, seen = int(values["batch_size"]), None, []
     for point, seconds, folder in timeline:
         top1, num_eval = probe(workdir, folder)
@@ -214,7 +218,7 @@ def main(argv):
         outcome = f"not reached in {points * steps} steps ({timeline[-1][1] / 60:.1f} min) | -"
     header = ("| implementation | backend | minutes to target (steps) | top-1 there | probes (steps, minutes, top-1) "
               "| pretraining images/s |\n|---|---|---|---|---|---|")
-    row = (f"| {name} | {backend} | {outcome} | {'; '.join(seen)} (top-1 on {num_eval} test images) "
+    row = (f"| {name} | {backend}, seed {values.get('seed', 0)} | {outcome} | {'; '.join(seen)} (top-1 on {num_eval} test images) "
            f"| {images_per_sec:.0f} |")
     print(f"\nTarget: linear-probe top-1 >= {100 * FLAGS.target:g}% on the Fashion-MNIST test images\n{header}\n{row}")
     with open(os.path.join(workdir, "time_to_accuracy.md"), "a") as f:

@@ -291,7 +291,9 @@ def main():
     parser.add_argument("--dataset", default=None, help="also time the tf.data pipeline on this dataset")
     parser.add_argument("--dtype_policy", default="float32")
     parser.add_argument("--jit_compile", default="auto", type=lambda v: {"true": True, "false": False}.get(v, v),
-                        help="passed to model.compile: auto, true (torch backend: torch.compile) or false")
+                        help="passed to model.compile: auto, true (torch backend: the captured step, "
+                             "keras_mae/models/torch_captured_step.py; jax, tensorflow: XLA) or false; a backend "
+                             "named with +jit in --backends (torch+jit) gets true whatever this says")
     parser.add_argument("--feed", default="auto", choices=["auto", "fit", "resident"],
                         help="fit: a tf.data pipeline; resident: one on-device batch, repeated; "
                              "auto: resident on a GPU, else fit")
@@ -315,14 +317,15 @@ def main():
     roles = [("keras_mae", b) for b in args.backends.split(",") if b] + ([("reference", "torch")] if args.reference else [])
     results = []
     for role, backend in roles:
-        command = [sys.executable, __file__, *sys.argv[1:], f"--role={role}"]
+        backend, jit = backend.partition("+")[::2]  # torch+jit: that backend with jit_compile=True
+        command = [sys.executable, __file__, *sys.argv[1:], f"--role={role}", *(["--jit_compile=true"] if jit else [])]
         env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
         out = subprocess.run(command, env=env, capture_output=True, text=True, cwd=ROOT)
         if out.returncode:
             print(out.stderr[-3000:], file=sys.stderr)
             continue
         result = json.loads(out.stdout.strip().splitlines()[-1])
-        result["backend"] = backend
+        result["backend"] = backend + (" (jit_compile=True)" if jit else "")
         results.append(result)
         print(json.dumps(result), file=sys.stderr)
     reference = next((r for r in results if r["role"] == "reference"), None)

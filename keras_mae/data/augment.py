@@ -26,7 +26,7 @@ EVAL_CROP_FRACTION = 0.875  # 224 / 256, as the official evaluation.
 _ATTEMPTS = 10  # torchvision tries 10 crops before falling back to a centre crop.
 
 
-def _resize(image, size):
+def resize(image, size):
     """Bicubic resize to `size` in float32 [0, 255], antialiased as Pillow's."""
     image = tf.cast(image, tf.float32)
     resize = lambda antialias: tf.image.resize(image, size, "bicubic", antialias=antialias)
@@ -92,7 +92,7 @@ def random_resized_crop(image, size, seed, scale=CROP_SCALE, ratio=CROP_RATIO):
     shape = tf.shape(image)
     box = sample_crop_box(shape[0], shape[1], seed, scale, ratio)
     crop = tf.slice(image, [box[0], box[1], 0], [box[2], box[3], -1])
-    return _resize(crop, size)
+    return resize(crop, size)
 
 
 def random_flip(image, seed):
@@ -126,7 +126,7 @@ def resize_center_crop(image, size, crop_fraction=EVAL_CROP_FRACTION):
         # floor(x + 1e-4): int() of torchvision, robust to float error on the scaled side.
         new_h = tf.maximum(tf.floor(height * scale + 1e-4), target_h)
         new_w = tf.maximum(tf.floor(width * scale + 1e-4), target_w)
-        resized = _resize(image, tf.cast(tf.stack([new_h, new_w]), tf.int32))
+        resized = resize(image, tf.cast(tf.stack([new_h, new_w]), tf.int32))
         top = tf.cast(tf.round((new_h - out_h) / 2), tf.int32)
         left = tf.cast(tf.round((new_w - out_w) / 2), tf.int32)
         return tf.slice(resized, [top, left, 0], [out_h, out_w, -1])

@@ -44,6 +44,13 @@ class Source:
         class_names: tuple of str or None. Name of each label.
         files: tuple of str or None. Each example's file path (folders), the
             identity that split overlap checks compare.
+        crop_decode_fn: callable or None. Maps a dataset of `(key, tag)`
+            (`key` one element of `keys`, `tag` any tensor) and a function
+            `crop_box(height, width, tag) -> int32 [top, left, height, width]`
+            to a dataset of `(the box's uint8 pixels, label, tag)`:
+            `decode_fn` then a slice, decoding only the box where the format
+            allows (JPEG, `jpeg_window.py`); may drop elements. Used by
+            `cropped_examples`; None where decoding a window gains nothing.
     """
 
     dataset: Optional[tf.data.Dataset] = None
@@ -58,6 +65,7 @@ class Source:
     key_table: Optional[tuple] = None
     class_names: Optional[tuple] = None
     files: Optional[tuple] = None
+    crop_decode_fn: Optional[Callable] = None
 
     def __post_init__(self):
         check_num_channels(self.num_channels)
@@ -86,7 +94,37 @@ class Source:
             `tf.data.Dataset` of `(uint8 image [H, W, C], int32 label)`.
         """
         by_key = self.keys is not None and self.decode_fn is not None
-        examples = self.keys if by_key else self.dataset
+        examples = self._stream(self.keys if by_key else self.dataset, shuffle_buffer, seed, repeat, skip, shard)
+        return self.decode_fn(examples) if by_key else examples
+
+    @property
+    def can_crop_decode(self):
+        """Whether `cropped_examples` can decode only each example's crop window."""
+        return self.crop_decode_fn is not None and self.keys is not None
+
+    def cropped_examples(self, tags, crop_box, shuffle_buffer=0, seed=None, repeat=1, skip=0, shard=None):
+        """`examples`, each cut to its crop box while it is decoded (only the window is decoded; see `crop_decode_fn`).
+
+        Gives what `examples` then a crop gives, when the stream drops nothing: the example at stream position p
+        (counted from the stream's start, skipped examples included) gets element p of `tags` (a seed, or the
+        position itself), its box is `crop_box(height, width, tag)`, and the pixels are the full decode's.
+
+        Args:
+            tags: `tf.data.Dataset`, one element per stream position from position 0; the stream ends with it.
+            crop_box: callable `(height, width, tag) -> int32 [4]` (top, left, height, width).
+            shuffle_buffer, seed, repeat, skip, shard: as `examples`.
+
+        Returns:
+            `tf.data.Dataset` of `(uint8 crop [h, w, C], int32 label, tag)`.
+        """
+        if not self.can_crop_decode:
+            raise ValueError(f"{self.name} cannot decode crop windows (it has no crop_decode_fn); use examples().")
+        keyed = tf.data.Dataset.zip(self._stream(self.keys, shuffle_buffer, seed, repeat), tags)
+        return self.crop_decode_fn(self._stream(keyed, skip=skip, shard=shard), crop_box)
+
+    @staticmethod
+    def _stream(examples, shuffle_buffer=0, seed=None, repeat=1, skip=0, shard=None):
+        """`examples` shuffled, repeated, skipped and sharded, in that order (see `examples`)."""
         if shuffle_buffer:
             examples = examples.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
         if repeat != 1:
@@ -95,7 +133,7 @@ class Source:
             examples = examples.skip(skip)
         if shard is not None:
             examples = shard_rows(examples, *shard, start=skip)
-        return self.decode_fn(examples) if by_key else examples
+        return examples
 
     @property
     def labels(self):
@@ -178,15 +216,18 @@ def with_channels(source, num_channels):
     mean, std = fit_normalization(source.mean, source.std, num_channels)
     common = dict(num_channels=num_channels, mean=mean, std=std)
     if source.keys is not None and source.decode_fn is not None:
-        decode_fn = source.decode_fn
+        decode_fn, crop_decode_fn = source.decode_fn, source.crop_decode_fn
+        convert_crop = lambda image, label, tag: (convert_channels(image, num_channels), label, tag)
         return dataclasses.replace(
             source,
             dataset=None,
             decode_fn=lambda keys: decode_fn(keys).map(convert, tf.data.AUTOTUNE),
+            crop_decode_fn=crop_decode_fn and (
+                lambda keyed, crop_box: crop_decode_fn(keyed, crop_box).map(convert_crop, tf.data.AUTOTUNE)),
             **common,
         )
     return dataclasses.replace(
-        source, dataset=source.dataset.map(convert, tf.data.AUTOTUNE), **common
+        source, dataset=source.dataset.map(convert, tf.data.AUTOTUNE), crop_decode_fn=None, **common
     )
 
 

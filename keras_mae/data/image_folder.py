@@ -28,12 +28,13 @@ from keras_mae.data.base import (
     check_num_channels,
     convert_channels,
 )
+from keras_mae.data.jpeg_window import decode_jpeg_window
 from keras_mae.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 FULL_CHECK_LIMIT = 100_000
 _MAX_NAMED = 10  # Unreadable files named in the summary line.
-_CHECKED = {}  # (root, files, full) -> problems; so pretrain + eval check a folder once.
+_CHECKED = {}  # (root, files, full) -> (problems, decoders, sizes); so pretrain + eval check a folder once.
 _WARNED = set()  # Files already reported by the lazy check.
 _PIL_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 # Decoder per file: 0 is Pillow; 1 and 2 are TensorFlow for grey and RGB JPEGs. A JPEG that does not end with
@@ -146,18 +147,19 @@ def read_image(path, num_channels=3):
 
 
 def _inspect(path, full):
-    """Returns (why `path` cannot be read or None, its decoder: see `_TF_JPEG_MODES`)."""
+    """Returns (why `path` cannot be read or None, its decoder: see `_TF_JPEG_MODES`, its (height, width))."""
     try:
         with Image.open(path) as image:  # Reads the header only.
             decoder = _TF_JPEG_MODES.get(image.mode, 0) if image.format == "JPEG" else 0
+            size = image.size[::-1]  # before draft(), which shrinks it
             if decoder and not full and not _ends_like_a_jpeg(image):
                 decoder = 0
             if full:
                 image.draft(image.mode, (1, 1))  # JPEG: 1/8 scale, still reads every byte.
                 image.load()
-        return None, decoder
+        return None, decoder, size
     except Exception as error:  # Pillow raises OSError, SyntaxError, ValueError, ...
-        return f"{type(error).__name__}: {error}"[:80], 0
+        return f"{type(error).__name__}: {error}"[:80], 0, (0, 0)
 
 
 def check_files(root, files, full):
@@ -169,8 +171,9 @@ def check_files(root, files, full):
         full: bool. Decode fully (catches truncation) rather than read headers.
 
     Returns:
-        `(problems, decoders)`: dict path -> reason for the unreadable files;
-        the decoder of each file (see `_TF_JPEG_MODES`).
+        `(problems, decoders, sizes)`: dict path -> reason for the unreadable
+        files; the decoder of each file (see `_TF_JPEG_MODES`); its
+        `(height, width)` from the header.
     """
     key = (root, tuple(files), full)
     if key not in _CHECKED:
@@ -179,9 +182,9 @@ def check_files(root, files, full):
         check = lambda chunk: [_inspect(f, full) for f in chunk]
         with concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
             results = [r for chunk in pool.map(check, chunks) for r in chunk]
-        problems = {f: reason for f, (reason, _) in zip(files, results) if reason is not None}
-        _CHECKED[key] = problems, [decoder for _, decoder in results]
-    problems, decoders = _CHECKED[key]
+        problems = {f: reason for f, (reason, _, _) in zip(files, results) if reason is not None}
+        _CHECKED[key] = problems, [decoder for _, decoder, _ in results], [size for _, _, size in results]
+    problems, decoders, sizes = _CHECKED[key]
     if problems:
         named = [f"{os.path.relpath(f, root)} ({r})" for f, r in list(problems.items())[:_MAX_NAMED]]
         more = len(problems) - len(named)
@@ -190,11 +193,11 @@ def check_files(root, files, full):
             len(problems), len(files), root, ", ".join(named),
             f", ... and {more} more" if more else "",
         )
-    return problems, decoders
+    return problems, decoders, sizes
 
 
-def _decode_fn(num_channels):
-    """Returns a function mapping a dataset of (path, label, decoder) to (image, label)."""
+def _decoders(num_channels):
+    """Returns `(decode_fn, crop_decode_fn)` of a folder's `Source` (keys: path, label, decoder, height, width)."""
 
     def read(path):
         path = path.numpy().decode()
@@ -216,19 +219,50 @@ def _decode_fn(num_channels):
         image = tf.io.decode_jpeg(tf.io.read_file(path), channels, dct_method="INTEGER_ACCURATE")
         return convert_channels(image, num_channels), tf.constant(True)
 
-    def decode(path, label, decoder):
+    def pillow_crop(path, box):
+        image, ok = pillow(path)
+        # A file that failed (a 1x1 placeholder) or changed since it was loaded (the box was drawn for the
+        # header's size) is dropped after, as a JPEG's failed window decode: its box is cut to the image.
+        shape = tf.shape(image)[:2]
+        ok = tf.logical_and(ok, tf.reduce_all(box[:2] + box[2:] <= shape))
+        top_left = tf.minimum(box[:2], shape - 1)
+        size = tf.minimum(box[2:], shape - top_left)
+        return tf.slice(image, tf.concat([top_left, [0]], 0), tf.concat([size, [-1]], 0)), ok
+
+    def jpeg_crop(path, channels, box, width):
+        window = decode_jpeg_window(tf.io.read_file(path), box, channels, image_width=width)
+        return convert_channels(window, num_channels), tf.constant(True)
+
+    def decode(path, label, decoder, height, width):
         branches = [lambda: pillow(path), lambda: jpeg(path, 1), lambda: jpeg(path, 3)]
         image, ok = tf.switch_case(decoder, branches)
-        return image, label, ok
+        return (image, label), ok
 
     def decode_fn(keys):
-        examples = keys.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
-        # TF's JPEG decoder raises on files the header check let through (lazy check).
-        examples = examples.ignore_errors(log_warning=True)
-        examples = examples.filter(lambda image, label, ok: ok)
-        return examples.map(lambda image, label, ok: (image, label))
+        return _kept(keys.map(decode, num_parallel_calls=tf.data.AUTOTUNE))
 
-    return decode_fn
+    def crop_decode_fn(keyed, crop_box):
+        def decode_crop(key, tag):
+            path, label, decoder, height, width = key
+            # The box from the size the header gave at load, drawn outside the decoder's branches: ops in a branch
+            # cost more in tf.data, as much as decoding the window saves on a 400 px JPEG (BENCHMARKS.md).
+            box = crop_box(height, width, tag)
+            branches = [lambda: pillow_crop(path, box), lambda: jpeg_crop(path, 1, box, width),
+                        lambda: jpeg_crop(path, 3, box, width)]
+            image, ok = tf.switch_case(decoder, branches)
+            return (image, label, tag), ok
+
+        return _kept(keyed.map(decode_crop, num_parallel_calls=tf.data.AUTOTUNE))
+
+    return decode_fn, crop_decode_fn
+
+
+def _kept(examples):
+    """`(example, ok)` -> `example`, without the files that failed to decode."""
+    # TF's JPEG decoder raises on files the header check let through (lazy check).
+    examples = examples.ignore_errors(log_warning=True)
+    examples = examples.filter(lambda example, ok: ok)
+    return examples.map(lambda example, _: example)
 
 
 def load_image_folder(path, num_channels=None, full_check=None):
@@ -272,11 +306,13 @@ def source_from_files(root, files, labels, class_names, num_channels=None, full_
     num_channels = 3 if num_channels is None else num_channels
     check_num_channels(num_channels)
     full = len(files) <= FULL_CHECK_LIMIT if full_check is None else full_check
-    problems, decoders = check_files(root, files, full)
-    kept = [(f, l, d) for f, l, d in zip(files, labels, decoders) if f not in problems]
+    problems, decoders, sizes = check_files(root, files, full)
+    kept = [(f, l, d, s) for f, l, d, s in zip(files, labels, decoders, sizes) if f not in problems]
     if not kept:
         raise ValueError(f"None of the {len(files)} image files under '{root}' could be read.")
-    paths, labels, decoders = zip(*kept)
+    paths, labels, decoders, sizes = zip(*kept)
+    heights, widths = np.array(sizes, np.int32).T
+    decode_fn, crop_decode_fn = _decoders(num_channels)
     return Source(
         num_examples=len(paths),
         num_classes=len(class_names) or None,
@@ -284,8 +320,9 @@ def source_from_files(root, files, labels, class_names, num_channels=None, full_
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
         name=name or root,
-        key_table=(np.array(paths), np.array(labels, np.int32), np.array(decoders, np.int32)),
-        decode_fn=_decode_fn(num_channels),
+        key_table=(np.array(paths), np.array(labels, np.int32), np.array(decoders, np.int32), heights, widths),
+        decode_fn=decode_fn,
+        crop_decode_fn=crop_decode_fn,
         class_names=tuple(class_names) or None,
         files=tuple(paths),
     )

@@ -60,6 +60,8 @@ def make_pretrain_dataset(spec_or_source, image_size, batch_size, num_channels=N
     Augmentation follows facebookresearch/mae `main_pretrain.py`: random resized
     crop (scale 0.2-1, ratio 3/4-4/3, bicubic) and horizontal flip, then
     `(x / 255 - mean) / std`.
+    JPEGs of an image folder are decoded only inside their crop box
+    (`jpeg_window.py`), with the pixels, and so the batches, of a full decode.
 
     Args:
         spec_or_source: a `Source` or any spec `load_source` accepts.
@@ -117,7 +119,7 @@ def make_pretrain_dataset(spec_or_source, image_size, batch_size, num_channels=N
     def transform(example, example_seed):
         image, label = example
         if augment:
-            crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(example_seed, 2))
+            crop_seed, flip_seed = _crop_and_flip_seeds(example_seed)
             image = augment_lib.random_resized_crop(image, size, crop_seed)
             image = augment_lib.random_flip(image, flip_seed)
         else:
@@ -125,25 +127,54 @@ def make_pretrain_dataset(spec_or_source, image_size, batch_size, num_channels=N
         # The crop loses the static channel count, which jit-compiled steps (and the fast normalize) need.
         return normalize(tf.ensure_shape(image, shape), mean, std), label
 
+    # Sources that can decode only the crop's window (JPEG folders) get the same boxes, seeds and pixels that way.
+    # `example_seed` maps each stream position's tag (see `Source.cropped_examples`) to the example's seed.
+    def cropped(example_seed):
+        def crop_box(height, width, tag):
+            return augment_lib.sample_crop_box(height, width, _crop_and_flip_seeds(example_seed(tag))[0])
+
+        def cropped_transform(crop, label, tag):
+            flip_seed = _crop_and_flip_seeds(example_seed(tag))[1]
+            image = augment_lib.random_flip(augment_lib.resize(crop, size), flip_seed)
+            return normalize(tf.ensure_shape(image, shape), mean, std), label
+
+        return crop_box, cropped_transform
+
+    if not (augment and source.can_crop_decode):
+        cropped = None
+
     shard = check_shard(shard, batch_size)
     if steps_per_epoch is None:
         if initial_epoch or initial_step or shard[1] > 1:
             raise ValueError("initial_epoch, initial_step and shard need steps_per_epoch. Received: "
                              f"initial_epoch={initial_epoch!r}, initial_step={initial_step!r}, shard={shard!r}")
         base = tf.constant(seed or 0, tf.int64)
-        example_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).map(
-            lambda noise: tf.stack([base, noise])
-        )
-        examples = tf.data.Dataset.zip((source.examples(shuffle_buffer, seed), example_seeds))
-        return _batch(examples.map(transform, num_parallel_calls=tf.data.AUTOTUNE), batch_size, with_labels,
-                      drop_remainder)
+        noises = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        example_seed = lambda noise: tf.stack([base, noise])
+        if cropped:
+            crop_box, cropped_transform = cropped(example_seed)
+            examples = source.cropped_examples(noises, crop_box, shuffle_buffer, seed)
+            examples = examples.map(cropped_transform, num_parallel_calls=tf.data.AUTOTUNE)
+        else:
+            examples = tf.data.Dataset.zip((source.examples(shuffle_buffer, seed), noises))
+            examples = examples.map(lambda example, noise: transform(example, example_seed(noise)),
+                                    num_parallel_calls=tf.data.AUTOTUNE)
+        return _batch(examples, batch_size, with_labels, drop_remainder)
     return _epochs(source, transform, batch_size, with_labels, shuffle_buffer, steps_per_epoch, initial_epoch,
-                   initial_step, random.randrange(2**31) if seed is None else seed, shard)
+                   initial_step, random.randrange(2**31) if seed is None else seed, shard, cropped)
+
+
+def _crop_and_flip_seeds(example_seed):
+    """An example's seed -> (its crop's seed, its flip's seed)."""
+    return tf.unstack(tf.random.experimental.stateless_split(example_seed, 2))
 
 
 def _epochs(source, transform, batch_size, with_labels, shuffle_buffer, steps_per_epoch, initial_epoch, initial_step,
-            seed, shard):
-    """The endless, epoch-indexed pretraining pipeline: epoch e depends on (seed, e) only."""
+            seed, shard, cropped=None):
+    """The endless, epoch-indexed pretraining pipeline: epoch e depends on (seed, e) only.
+
+    `cropped`: where the source decodes crop windows, a function of the tag-to-seed map giving `(crop_box,
+    cropped_transform)`; else None."""
     for name, value, low in (("steps_per_epoch", steps_per_epoch, 1), ("initial_epoch", initial_epoch, 0),
                              ("initial_step", initial_step, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -166,14 +197,18 @@ def _epochs(source, transform, batch_size, with_labels, shuffle_buffer, steps_pe
         # A resumed epoch starts after the images already trained on; each image keeps its index, hence its crop.
         skipped = tf.constant(initial_step * batch_size, tf.int64)
         start = tf.where(epoch == initial_epoch, skipped, tf.zeros_like(skipped))
-        # Each image's index in the epoch seeds its crop; a shard keeps its rows of both streams, undecoded.
-        indices = shard_rows(tf.data.Dataset.range(start, needed), index, count, batch_size, start=start)
-        examples = tf.data.Dataset.zip(indices, source.examples(shuffle_buffer, shuffle_seed, repeat=passes, skip=start,
-                                                                shard=(index, count, batch_size)))
-        examples = examples.map(
-            lambda i, example: transform(example, tf.random.experimental.stateless_fold_in(epoch_seed, i)),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
+        stream = dict(shuffle_buffer=shuffle_buffer, seed=shuffle_seed, repeat=passes, skip=start,
+                      shard=(index, count, batch_size))
+        example_seed = lambda i: tf.random.experimental.stateless_fold_in(epoch_seed, i)
+        if cropped:  # each image's index enters before decoding, as its stream position: skipped and sharded alike
+            crop_box, cropped_transform = cropped(example_seed)
+            examples = source.cropped_examples(tf.data.Dataset.range(needed), crop_box, **stream)
+            examples = examples.map(cropped_transform, num_parallel_calls=tf.data.AUTOTUNE)
+        else:  # each image's index in the epoch seeds its crop; a shard keeps its rows of both streams, undecoded
+            indices = shard_rows(tf.data.Dataset.range(start, needed), index, count, batch_size, start=start)
+            examples = tf.data.Dataset.zip(indices, source.examples(**stream))
+            examples = examples.map(lambda i, example: transform(example, example_seed(i)),
+                                    num_parallel_calls=tf.data.AUTOTUNE)
         return examples.batch(batch_size // count, drop_remainder=True)
 
     batches = tf.data.Dataset.range(initial_epoch, 2**62).flat_map(epoch_batches)

@@ -288,7 +288,7 @@ def fixed_subset(source, num_images, seed=0, balanced=False):
             return source
         keys = source.keys.shuffle(num_images, seed=seed, reshuffle_each_iteration=False).take(num_images)
         return dataclasses.replace(source, dataset=source.decode_fn(keys), keys=None, decode_fn=None,
-                                   num_examples=num_images)
+                                   crop_decode_fn=None, num_examples=num_images)
     if count <= num_images and not balanced:
         return source
     order = np.random.default_rng(seed).permutation(count)

@@ -232,6 +232,10 @@ class MaskedAutoencoder(keras.Model):
         The model computes its own loss (the official masked-patch MSE, on normalised patches with
         `norm_pix_loss`), so a loss or metrics given here would be silently ignored: they are refused instead.
         Metrics beyond the loss come from callbacks, e.g. `keras_mae.callbacks.KNNMonitor`.
+
+        `jit_compile=True` on the torch backend runs the train step's forward and backward passes as one graph
+        traced with `make_fx` and compiled by TorchInductor (`keras_mae/models/torch_captured_step.py`): the same
+        losses and weights as the eager step, without Keras's per-op Python; it needs `drop_path_rate=0`.
         """
         given = {name: value for name, value in (("loss", loss), ("loss_weights", loss_weights), ("metrics", metrics),
                                                  ("weighted_metrics", weighted_metrics)) if value is not None}
@@ -242,6 +246,16 @@ class MaskedAutoencoder(keras.Model):
                 f"its target), so compile takes only an optimizer and the training options. Received: {received}. "
                 "Drop them; for other metrics use callbacks (keras_mae.callbacks.KNNMonitor).")
         super().compile(optimizer=optimizer, **kwargs)
+        self._captured_gradients = None
+        if keras.backend.backend() == "torch" and self.jit_compile is True:
+            from keras_mae.models.torch_captured_step import check_capturable
+
+            check_capturable(self)
+
+    def _should_torch_compile(self):
+        """Keras's torch trainer never `torch.compile`s this model's steps: with `jit_compile=True` the train step
+        runs as a traced graph instead (`torch_captured_step`), the test step eagerly."""
+        return False
 
     def compile_from_config(self, config):
         """Compiles a loaded `.keras` file's model as it was saved (what Keras does for a model whose `compile` it

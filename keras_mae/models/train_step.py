@@ -7,10 +7,12 @@ mixed_float16 unscales in `apply`) and, under tf.distribute, divided by the
 replica count, since replicas' gradients are summed.
 
 What differs by backend is only how gradients are computed (`_GRADIENTS`:
-tf.GradientTape, torch autograd, jax.grad, one small function each) and where
-the variables live during the step (`_StepState`): on JAX the trainer passes
-their values in and takes the new ones back, so the step runs in a
-`keras.StatelessScope` over them; on torch the update runs under `no_grad`.
+tf.GradientTape, torch autograd, jax.grad, one small function each; on torch
+with `jit_compile=True`, a traced graph of the same ops, `torch_captured_step`)
+and where the variables live during the step (`_StepState`): on JAX the
+trainer passes their values in and takes the new ones back, so the step runs
+in a `keras.StatelessScope` over them; on torch the update runs under
+`no_grad`.
 """
 
 import contextlib
@@ -31,7 +33,12 @@ def train_step(model, *args):
             loss = model.compute_reconstruction_loss(images, training=True, noise=model.replica_noise(images))
             return model.optimizer.scale_loss(loss / _replicas()), loss
 
-        grads, loss = _GRADIENTS[_backend()](scaled_loss, variables, step)
+        if _captured(model):  # torch with jit_compile=True: the same loss and gradients from one traced graph
+            from keras_mae.models import torch_captured_step
+
+            grads, loss = torch_captured_step.gradients(model, images)
+        else:
+            grads, loss = _GRADIENTS[_backend()](scaled_loss, variables, step)
         step.apply(model.optimizer, grads, variables)
         model.loss_tracker.update_state(ops.stop_gradient(loss))
         logs = _logs(model)
@@ -67,6 +74,11 @@ def _images(data):
     if sample_weight is not None:
         raise ValueError(_NO_WEIGHTS.format("a sample_weight in the data"))
     return images
+
+
+def _captured(model):
+    """Whether the torch backend's step runs as a traced graph (`torch_captured_step`): `jit_compile=True`."""
+    return _backend() == "torch" and model.jit_compile is True
 
 
 def _tf_gradients(loss_fn, variables, step):

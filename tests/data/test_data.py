@@ -136,6 +136,8 @@ def test_lazy_check_drops_truncated_files_in_the_pipeline_and_names_them(tmp_pat
         (("good.png", 0), ("tiny.png", 0), ("truncated.jpg", 0), ("whole.jpg", 2))}
     with caplog.at_level(logging.WARNING):
         assert len(_examples(source.dataset)) == 3  # the pipeline's decode drops it, naming it.
+    # So does pretraining's decode of crop windows.
+    assert source.can_crop_decode and len(list(data.make_pretrain_dataset(source, 16, batch_size=1))) == 3
     (line,) = [r.getMessage() for r in caplog.records if "truncated.jpg" in r.getMessage()]
     assert line.startswith(f"Skipped unreadable file {tmp_path}/truncated.jpg (OSError: image file is truncated")
 
