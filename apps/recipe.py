@@ -47,7 +47,11 @@ def define_training_flags(epochs, warmup_epochs, batch_size, base_lr, weight_dec
         flags.DEFINE_integer("accum_steps", 1, "Gradient accumulation steps (official accum_iter).")
         flags.DEFINE_float("clip_grad", None, "Clip the global gradient norm (the official answer to fp16 NaNs).")
     if compilation:
-        flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"], "XLA / jit compilation of the train step.")
+        flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"],
+                          "Compiles the train step: XLA on jax / tensorflow; on torch, pretraining's step runs as "
+                          "one traced graph compiled by TorchInductor (keras_mae/models/torch_captured_step.py; use "
+                          "it on GPUs), fine-tuning's through torch.compile. auto: Keras's choice (XLA on jax and "
+                          "on TensorFlow with a GPU; eager on torch).")
         flags.DEFINE_string("dtype_policy", "float32", "float32, mixed_bfloat16 or mixed_float16.")
 
 
