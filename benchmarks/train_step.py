@@ -200,6 +200,11 @@ def official_init(model, config):
     transformers 5.x leaves both sin-cos position tables, `cls_token` and `mask_token` at zero when it builds
     the model from a config: with no position information the decoder can only predict each masked patch's mean,
     and the norm_pix loss stalls at that floor (0.758 on Fashion-MNIST, against 0.59 after 936 steps here).
+    Two more places where Hugging Face's modules differ from the official ones are set as the official code
+    does: q, k and v are separate Linear layers there, one fused `qkv` Linear in timm's `Attention`, so they
+    get xavier_uniform drawn for the fused (3 * dim, dim) matrix (std sqrt(2 / (4 dim)), not sqrt(2 / (2 dim)));
+    and the patch convolution's bias keeps PyTorch's default Conv2d init (the official code re-initialises only
+    the weight), where transformers zeroes it.
     """
     import torch
 
@@ -212,8 +217,9 @@ def official_init(model, config):
             table.copy_(torch.from_numpy(sincos_position_embedding(grid, grid, table.shape[-1]))[None])
         for token in (model.vit.embeddings.cls_token, model.decoder.mask_token):
             torch.nn.init.normal_(token, std=0.02)
-        projection = model.vit.embeddings.patch_embeddings.projection.weight
-        torch.nn.init.xavier_uniform_(projection.view(projection.shape[0], -1))
+        projection = model.vit.embeddings.patch_embeddings.projection
+        projection.reset_parameters()  # PyTorch's Conv2d init, the bias's as in the official PatchEmbed
+        torch.nn.init.xavier_uniform_(projection.weight.view(projection.weight.shape[0], -1))
         for module in model.modules():
             if isinstance(module, torch.nn.Linear):
                 torch.nn.init.xavier_uniform_(module.weight)
@@ -221,6 +227,14 @@ def official_init(model, config):
             elif isinstance(module, torch.nn.LayerNorm):
                 torch.nn.init.ones_(module.weight)
                 torch.nn.init.zeros_(module.bias)
+        for module in model.modules():  # after the Linear layers' own init (modules() gives parents first)
+            names = next((n for n in (("q_proj", "k_proj", "v_proj"), ("query", "key", "value"))  # transformers 5, 4
+                          if all(isinstance(getattr(module, a, None), torch.nn.Linear) for a in n)), None)
+            if names:  # the official fused qkv's init
+                parts = [getattr(module, name).weight for name in names]
+                fused = torch.nn.init.xavier_uniform_(torch.empty(sum(p.shape[0] for p in parts), parts[0].shape[1]))
+                for part, rows in zip(parts, fused.split([p.shape[0] for p in parts])):
+                    part.copy_(rows)
     return model
 
 
