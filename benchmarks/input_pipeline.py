@@ -14,6 +14,9 @@ they compress like photos) once under `--folder`, then times, with tf.data's pri
   then slice (what the pipeline does) against `tf.image.decode_and_crop_jpeg` (only the crop window's blocks,
   one column wider on each side), and the largest pixel difference between the two (0: the same pixels);
 - `crop_resize`: full decode, slice and the pipeline's antialiased bicubic resize to 224, unbatched;
+- `tfds_pipeline` and `tfds_pipeline_full_decode`: the pipeline and its full-decode twin on the same JPEGs written
+  as a prepared TFDS dataset (`--records_dir`), the way `imagenet2012`'s records hold them: what `--dataset=tfds:...`
+  runs on ImageNet (TFDS's own decode, `INTEGER_FAST`; the records' bytes read in large sequential files);
 - `pillow`: the PyTorch reference's per-image work (torchvision's RandomResizedCrop on a PIL image: decode,
   crop, bicubic resize to 224), one Python thread.
 
@@ -77,18 +80,51 @@ def rate(dataset, num_images, repeats=2):
     return best
 
 
-def pipeline_rate(folder, num_images, threads, batch_size=64, window_decode=True):
-    """Images/s of the pretraining pipeline; `window_decode=False`: the same batches, each JPEG decoded whole."""
+def make_records(folder, files, data_dir):
+    """The JPEGs of `files` as a prepared TFDS dataset `keras_mae_jpeg_records` in `data_dir` (kept between runs).
+
+    The records hold each file's bytes as they are, as `imagenet2012`'s do (an `Image` feature with
+    `encoding_format="jpeg"`), one example per file, labels 0-999 in turn.
+    """
+    import tensorflow_datasets as tfds
+
+    class KerasMaeJpegRecords(tfds.core.GeneratorBasedBuilder):
+        VERSION = tfds.core.Version("1.0.0")
+        code_path = None  # no checksums file next to the code
+
+        def _info(self):
+            features = {"image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
+                        "label": tfds.features.ClassLabel(num_classes=1000)}
+            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(features),
+                                         description=f"{len(files)} JPEGs of {folder}")
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples()}
+
+        def _generate_examples(self):
+            for i, path in enumerate(files):
+                yield i, {"image": path, "label": i % 1000}
+
+    builder = tfds.builder("keras_mae_jpeg_records", data_dir=data_dir)
+    if builder.is_prepared() and builder.info.splits["train"].num_examples != len(files):
+        raise SystemExit(f"{data_dir} holds records of another folder; pass another --records_dir.")
+    builder.download_and_prepare()
+    return "tfds:keras_mae_jpeg_records"
+
+
+def pipeline_rate(folder, num_images, threads, batch_size=64, window_decode=True, data_dir=None, repeats=2):
+    """Images/s of the pretraining pipeline on `folder` (a path or `tfds:NAME`, in `data_dir`); `window_decode=False`:
+    the same batches, each JPEG decoded whole."""
     import dataclasses
 
     from keras_mae.data import load_source, make_pretrain_dataset
 
-    source = load_source(folder, num_channels=3)
+    source = load_source(folder, num_channels=3, data_dir=data_dir)
     if not window_decode:
         source = dataclasses.replace(source, crop_decode_fn=None)
     steps = num_images // batch_size
     dataset = make_pretrain_dataset(source, 224, batch_size, seed=0, steps_per_epoch=steps)
-    return rate(with_threads(dataset, threads), steps * batch_size)
+    return rate(with_threads(dataset, threads), steps * batch_size, repeats)
 
 
 def decode_rates(files, threads, seed=0):
@@ -148,16 +184,23 @@ def main():
     parser.add_argument("--folder", default="/tmp/keras_mae_jpegs")
     parser.add_argument("--num_images", type=int, default=2000)
     parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--records_dir", default="/tmp/keras_mae_jpeg_records",
+                        help="Where the folder's JPEGs are written as TFDS records (the `tfds:` rows); '' skips them.")
     args = parser.parse_args()
     files = make_folder(args.folder, args.num_images)
     sizes = [os.path.getsize(f) for f in files]
     print(f"{len(files)} JPEGs, {np.mean(sizes) / 1024:.0f} KiB each on average; {os.cpu_count()} cores")
+    records = args.records_dir and make_records(args.folder, files, args.records_dir)
     results = []
     for threads in map(int, args.threads.split(",")):
         full, window, resized, worst = decode_rates(files, threads)
         row = dict(threads=threads, pipeline=pipeline_rate(args.folder, len(files), threads),
                    pipeline_full_decode=pipeline_rate(args.folder, len(files), threads, window_decode=False),
                    decode_then_crop=full, decode_and_crop=window, max_pixel_difference=worst, crop_resize=resized)
+        if records:  # ImageNet-style TFDS records of the same JPEGs (TFDS's own decode: INTEGER_FAST)
+            for window in (True, False):
+                row["tfds_pipeline" + ("" if window else "_full_decode")] = pipeline_rate(
+                    records, len(files), threads, window_decode=window, data_dir=args.records_dir, repeats=4)
         if threads == 1:
             row["pillow"] = pillow_rate(files)
         results.append(row)

@@ -19,7 +19,7 @@ def jpeg_size(contents):
     return shape[0], shape[1]
 
 
-def decode_jpeg_window(contents, box, channels, image_width=None):
+def decode_jpeg_window(contents, box, channels, image_width=None, dct_method="INTEGER_ACCURATE"):
     """The uint8 pixels of `box` of the JPEG `contents`, decoding only that window.
 
     Args:
@@ -28,11 +28,14 @@ def decode_jpeg_window(contents, box, channels, image_width=None):
         channels: int. 1 (grey) or 3 (RGB), as `tf.io.decode_jpeg`.
         image_width: int32 scalar or None. The image's width, where known (a
             folder's key table); None reads it from the header.
+        dct_method: str. libjpeg's inverse DCT, as `tf.io.decode_jpeg`'s:
+            "INTEGER_ACCURATE" (Pillow's pixels) or "INTEGER_FAST" (the pixels
+            of TensorFlow's default decode, `tf.image.decode_image`).
 
     Returns:
         uint8 tensor `[height, width, channels]`, equal to
-        `tf.io.decode_jpeg(contents, channels, dct_method="INTEGER_ACCURATE")`
-        sliced to `box`.
+        `tf.io.decode_jpeg(contents, channels, dct_method=dct_method)` sliced
+        to `box`.
     """
     box = tf.convert_to_tensor(box, tf.int32)
     if image_width is None:
@@ -40,5 +43,5 @@ def decode_jpeg_window(contents, box, channels, image_width=None):
     left = tf.maximum(box[1] - 1, 0)
     right = tf.minimum(box[1] + box[3] + 1, image_width)
     window = tf.image.decode_and_crop_jpeg(contents, tf.stack([box[0], left, box[2], right - left]), channels,
-                                           dct_method="INTEGER_ACCURATE")
+                                           dct_method=dct_method)
     return window[:, box[1] - left: box[1] - left + box[3]]

@@ -15,6 +15,7 @@ from keras_mae.data.base import (
     convert_channels,
 )
 from keras_mae.data.builtin import DATASET_STATS
+from keras_mae.data.jpeg_window import decode_jpeg_window, jpeg_size
 from keras_mae.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -120,13 +121,36 @@ def load_tfds(name, split="train", data_dir=None, num_channels=None, shuffle_fil
         lambda ex: (ex[image_key], tf.cast(ex[label_key], tf.int32) if label_key else -1)
     )
 
-    def decode(encoded, label):
+    def decode_whole(encoded):
         if image_feature.shape[-1] is None:  # Channels unknown: let the decoder make RGB.
             image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
         else:
             image = image_feature.decode_example(encoded)
         image.set_shape([None, None, own_channels])
-        return convert_channels(image, num_channels), label
+        return image
+
+    def decode(encoded, label):
+        return convert_channels(decode_whole(encoded), num_channels), label
+
+    def decode_crop(key, tag, crop_box):
+        encoded, label = key
+
+        def window():  # TFDS decodes with TensorFlow's default inverse DCT: INTEGER_FAST, the same pixels here.
+            height, width = jpeg_size(encoded)
+            return decode_jpeg_window(encoded, crop_box(height, width, tag), own_channels, width, "INTEGER_FAST")
+
+        def whole():  # A PNG (or other) record: decoded whole, then cut.
+            image = decode_whole(encoded)
+            box = crop_box(tf.shape(image)[0], tf.shape(image)[1], tag)
+            return tf.slice(image, tf.concat([box[:2], [0]], 0), tf.concat([box[2:], [-1]], 0))
+
+        image = tf.cond(tf.io.is_jpeg(encoded), window, whole)
+        image.set_shape([None, None, own_channels])
+        return convert_channels(image, num_channels), label, tag
+
+    # JPEG records (ImageNet's) are decoded only inside their crop window (jpeg_window.py); the header is in the
+    # record, so its size costs no file read. PNG datasets gain nothing from a window.
+    window_decodable = image_feature.encoding_format == "jpeg" and own_channels in (1, 3)
 
     mean, std = DATASET_STATS.get(name.split(":")[0].split("/")[0], (IMAGENET_MEAN, IMAGENET_STD))
     return Source(
@@ -138,5 +162,7 @@ def load_tfds(name, split="train", data_dir=None, num_channels=None, shuffle_fil
         name=f"tfds:{name}:{split}",
         keys=keys,
         decode_fn=lambda ds: ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE),
+        crop_decode_fn=window_decodable and (lambda keyed, crop_box: keyed.map(
+            lambda key, tag: decode_crop(key, tag, crop_box), num_parallel_calls=tf.data.AUTOTUNE)) or None,
         class_names=tuple(features[label_key].names) if label_key else None,
     )

@@ -31,22 +31,23 @@ def _jpeg(pixels, mode, subsampling, progressive):
     return buffer.getvalue()
 
 
+@pytest.mark.parametrize("dct_method", ["INTEGER_ACCURATE", "INTEGER_FAST"])
 @pytest.mark.parametrize("mode,subsampling,progressive", [
     ("RGB", 2, False), ("RGB", 2, True), ("RGB", 1, False), ("RGB", 0, False), ("L", 0, False), ("L", 0, True)])
-def test_window_equals_the_full_decode_sliced(mode, subsampling, progressive):
+def test_window_equals_the_full_decode_sliced(mode, subsampling, progressive, dct_method):
     channels = 1 if mode == "L" else 3
     worst_without_margin = 0
     for trial, (height, width) in enumerate([(37, 53), (64, 64), (121, 17), (90, 133)]):
         contents = _jpeg(_picture(height, width, trial), mode, subsampling, progressive)
         assert [int(s) for s in jpeg_window.jpeg_size(tf.constant(contents))] == [height, width]
-        full = tf.io.decode_jpeg(contents, channels, dct_method="INTEGER_ACCURATE").numpy()
+        full = tf.io.decode_jpeg(contents, channels, dct_method=dct_method).numpy()
         boxes = [augment.sample_crop_box(height, width, tf.constant([trial, k], tf.int64)).numpy() for k in range(6)]
         boxes += [np.array([0, 0, height, width]), np.array([3, 1, 9, width - 1]), np.array([0, width - 5, 5, 5])]
         for top, left, h, w in boxes:
-            window = jpeg_window.decode_jpeg_window(tf.constant(contents), [top, left, h, w], channels).numpy()
+            window = jpeg_window.decode_jpeg_window(tf.constant(contents), [top, left, h, w], channels,
+                                                    dct_method=dct_method).numpy()
             np.testing.assert_array_equal(window, full[top:top + h, left:left + w])
-            bare = tf.image.decode_and_crop_jpeg(contents, [top, left, h, w], channels,
-                                                 dct_method="INTEGER_ACCURATE").numpy()
+            bare = tf.image.decode_and_crop_jpeg(contents, [top, left, h, w], channels, dct_method=dct_method).numpy()
             worst_without_margin = max(worst_without_margin,
                                        np.abs(bare.astype(int) - full[top:top + h, left:left + w]).max())
     if mode == "RGB" and subsampling:  # what the one-column margin is for: subsampled chroma
@@ -108,3 +109,52 @@ def test_a_file_changed_after_loading_is_dropped_not_fatal(tmp_path):
         Image.fromarray(_picture(3, 3, 0)).save(os.path.join(str(tmp_path), name))
     images = data.make_pretrain_dataset(source, 24, batch_size=1, seed=3)
     assert len(list(images)) == 12
+
+
+@pytest.fixture(scope="module")
+def jpeg_records(tmp_path_factory):
+    """A prepared TFDS dataset of JPEG records (as ImageNet's), one PNG among them, in 2 classes."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    kinds = [("RGB", 2, False), ("RGB", 0, True), ("L", 0, False), ("RGB", 1, True)]
+
+    class KerasMaeJpegRecordsTest(tfds.core.GeneratorBasedBuilder):
+        VERSION = tfds.core.Version("1.0.0")
+        code_path = None  # no checksums file next to the code (see tests/data/test_data.py)
+
+        def _info(self):
+            features = {"image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
+                        "label": tfds.features.ClassLabel(num_classes=2)}
+            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(features))
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples()}
+
+        def _generate_examples(self):
+            for i in range(13):
+                pixels = _picture(30 + 7 * i, 60 - 3 * i, i)
+                if i == 5:  # stored as given: TFDS does not re-encode bytes
+                    buffer = io.BytesIO()
+                    Image.fromarray(pixels).save(buffer, "PNG")
+                    encoded = buffer.getvalue()
+                else:
+                    encoded = _jpeg(pixels, *kinds[i % 4])
+                yield i, {"image": encoded, "label": i % 2}
+
+    data_dir = str(tmp_path_factory.mktemp("tfds_jpeg"))
+    tfds.builder("keras_mae_jpeg_records_test", data_dir=data_dir).download_and_prepare()
+    return data_dir
+
+
+@pytest.mark.parametrize("num_channels", [3, 1])
+@pytest.mark.parametrize("pipeline", [dict(steps_per_epoch=3), dict(steps_per_epoch=3, initial_epoch=1, initial_step=1)])
+def test_tfds_jpeg_records_give_the_batches_of_the_full_decode(jpeg_records, num_channels, pipeline):
+    source = data.load_source("tfds:keras_mae_jpeg_records_test", data_dir=jpeg_records, num_channels=num_channels)
+    assert source.can_crop_decode
+    full_decode = dataclasses.replace(source, crop_decode_fn=None)
+    make = lambda s: data.make_pretrain_dataset(s, 24, batch_size=4, seed=3, with_labels=True,
+                                                shuffle_buffer=8, **pipeline)
+    windowed, full = _batches(make(source), 6), _batches(make(full_decode), 6)
+    assert len(windowed) == len(full) == 6
+    for (images, labels), (expected_images, expected_labels) in zip(windowed, full):
+        np.testing.assert_array_equal(labels, expected_labels)
+        np.testing.assert_array_equal(images, expected_images)
