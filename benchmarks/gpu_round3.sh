@@ -4,8 +4,10 @@
 #   1. it trains as the eager step on CUDA: tests/models/test_torch_captured_step.py (the uncompiled graph's
 #      bitwise check may differ by CUDA's non-deterministic atomics; the compiled one is checked to tolerance);
 #   2. ViT-B/16 at 224, bf16, batch 256: torch+jit, torch eager and the HF reference (benchmarks/train_step.py);
-#   3. the same at batch 64, where the eager torch backend was 0.56-0.72x (host-bound).
-# Each part under its own time limit, about 9 minutes in all. Needs python3 with CUDA torch, transformers,
+#   3. the same at batch 64, where the eager torch backend was 0.56-0.72x (host-bound);
+#   4. (item 1, jax) whether cuDNN's flash attention takes the decoder's 197 tokens padded, and what it saves
+#      per block (benchmarks/gpu_attention.py; jax only).
+# Each part under its own time limit, about 10 minutes in all. Needs python3 with CUDA torch, transformers,
 # pytest and keras (carried as wheels: keras, namex, optree; see /work/.library/device/README.md). No TensorFlow.
 #   benchmarks/gpu_round3.sh OUTDIR
 set -u
@@ -23,4 +25,5 @@ bench() {  # limit, output name, train_step.py arguments
 }
 bench 240 vit_b_batch256 --batch_size=256 --backends=torch+jit,torch --reference
 bench 150 vit_b_batch64 --batch_size=64 --backends=torch+jit --reference
+timeout 90 python3 benchmarks/gpu_attention.py --batch_size=256 2>&1 | grep -v "^[WIE]0" | tee "$out/attention.txt"
 echo done
