@@ -82,7 +82,9 @@ def load_tfds(name, split="train", data_dir=None, num_channels=None, shuffle_fil
 
     Returns:
         `Source`; mean/std are the known ones for mnist, fashion_mnist, cifar10
-        and cifar100, ImageNet's otherwise.
+        and cifar100, ImageNet's otherwise. Where the image feature holds
+        JPEGs (`encoding_format="jpeg"`, as `imagenet2012`), pretraining
+        decodes only each image's crop window (`crop_decode_fn`).
     """
     import tensorflow_datasets as tfds  # Imported here: only TFDS users pay for it.
 
@@ -150,7 +152,7 @@ def load_tfds(name, split="train", data_dir=None, num_channels=None, shuffle_fil
 
     # JPEG records (ImageNet's) are decoded only inside their crop window (jpeg_window.py); the header is in the
     # record, so its size costs no file read. PNG datasets gain nothing from a window.
-    window_decodable = image_feature.encoding_format == "jpeg" and own_channels in (1, 3)
+    window_decodable = getattr(image_feature, "encoding_format", None) == "jpeg" and own_channels in (1, 3)
 
     mean, std = DATASET_STATS.get(name.split(":")[0].split("/")[0], (IMAGENET_MEAN, IMAGENET_STD))
     return Source(
