@@ -80,7 +80,7 @@ def rate(dataset, num_images, repeats=2):
     return best
 
 
-def make_records(folder, files, data_dir):
+def make_records(files, data_dir):
     """The JPEGs of `files` as a prepared TFDS dataset `keras_mae_jpeg_records` in `data_dir` (kept between runs).
 
     The records hold each file's bytes as they are, as `imagenet2012`'s do (an `Image` feature with
@@ -88,28 +88,16 @@ def make_records(folder, files, data_dir):
     """
     import tensorflow_datasets as tfds
 
-    class KerasMaeJpegRecords(tfds.core.GeneratorBasedBuilder):
-        VERSION = tfds.core.Version("1.0.0")
-        code_path = None  # no checksums file next to the code
+    from tests.data.tfds_builders import prepare_tfds
 
-        def _info(self):
-            features = {"image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
-                        "label": tfds.features.ClassLabel(num_classes=1000)}
-            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(features),
-                                         description=f"{len(files)} JPEGs of {folder}")
-
-        def _split_generators(self, dl_manager):
-            return {"train": self._generate_examples()}
-
-        def _generate_examples(self):
-            for i, path in enumerate(files):
-                yield i, {"image": path, "label": i % 1000}
-
-    builder = tfds.builder("keras_mae_jpeg_records", data_dir=data_dir)
-    if builder.is_prepared() and builder.info.splits["train"].num_examples != len(files):
-        raise SystemExit(f"{data_dir} holds records of another folder; pass another --records_dir.")
-    builder.download_and_prepare()
-    return "tfds:keras_mae_jpeg_records"
+    name = "keras_mae_jpeg_records"
+    if os.path.isdir(os.path.join(data_dir, name, "1.0.0")):  # prepared earlier
+        if tfds.builder(name, data_dir=data_dir).info.splits["train"].num_examples != len(files):
+            raise SystemExit(f"{data_dir} holds records of another folder; pass another --records_dir.")
+    else:
+        prepare_tfds(tfds, "KerasMaeJpegRecords", data_dir, {"train": lambda: ((f, i % 1000) for i, f in enumerate(files))},
+                     num_classes=1000, encoding_format="jpeg")
+    return f"tfds:{name}"
 
 
 def pipeline_rate(folder, num_images, threads, batch_size=64, window_decode=True, data_dir=None, repeats=2):
@@ -190,7 +178,7 @@ def main():
     files = make_folder(args.folder, args.num_images)
     sizes = [os.path.getsize(f) for f in files]
     print(f"{len(files)} JPEGs, {np.mean(sizes) / 1024:.0f} KiB each on average; {os.cpu_count()} cores")
-    records = args.records_dir and make_records(args.folder, files, args.records_dir)
+    records = args.records_dir and make_records(files, args.records_dir)
     results = []
     for threads in map(int, args.threads.split(",")):
         full, window, resized, worst = decode_rates(files, threads)

@@ -76,6 +76,11 @@ def sample_crop_box(height, width, seed, scale=CROP_SCALE, ratio=CROP_RATIO):
     return tf.cast(tf.stack([top, left, crop_h, crop_w]), tf.int32)
 
 
+def crop_to_box(image, box):
+    """The `box` (int32 `[4]`: top, left, height, width) of an `[H, W, C]` image."""
+    return tf.slice(image, tf.concat([box[:2], [0]], 0), tf.concat([box[2:], [-1]], 0))
+
+
 def random_resized_crop(image, size, seed, scale=CROP_SCALE, ratio=CROP_RATIO):
     """Crops a random area and aspect ratio (`sample_crop_box`), resized to `size`.
 
@@ -91,8 +96,7 @@ def random_resized_crop(image, size, seed, scale=CROP_SCALE, ratio=CROP_RATIO):
     """
     shape = tf.shape(image)
     box = sample_crop_box(shape[0], shape[1], seed, scale, ratio)
-    crop = tf.slice(image, [box[0], box[1], 0], [box[2], box[3], -1])
-    return resize(crop, size)
+    return resize(crop_to_box(image, box), size)
 
 
 def random_flip(image, seed):

@@ -14,6 +14,7 @@ from keras_mae.data.base import (
     check_num_channels,
     convert_channels,
 )
+from keras_mae.data.augment import crop_to_box
 from keras_mae.data.builtin import DATASET_STATS
 from keras_mae.data.jpeg_window import decode_jpeg_window, jpeg_size
 from keras_mae.data.normalization import IMAGENET_MEAN, IMAGENET_STD
@@ -143,8 +144,7 @@ def load_tfds(name, split="train", data_dir=None, num_channels=None, shuffle_fil
 
         def whole():  # A PNG (or other) record: decoded whole, then cut.
             image = decode_whole(encoded)
-            box = crop_box(tf.shape(image)[0], tf.shape(image)[1], tag)
-            return tf.slice(image, tf.concat([box[:2], [0]], 0), tf.concat([box[2:], [-1]], 0))
+            return crop_to_box(image, crop_box(tf.shape(image)[0], tf.shape(image)[1], tag))
 
         image = tf.cond(tf.io.is_jpeg(encoded), window, whole)
         image.set_shape([None, None, own_channels])
@@ -164,7 +164,8 @@ def load_tfds(name, split="train", data_dir=None, num_channels=None, shuffle_fil
         name=f"tfds:{name}:{split}",
         keys=keys,
         decode_fn=lambda ds: ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE),
-        crop_decode_fn=window_decodable and (lambda keyed, crop_box: keyed.map(
-            lambda key, tag: decode_crop(key, tag, crop_box), num_parallel_calls=tf.data.AUTOTUNE)) or None,
+        crop_decode_fn=(lambda keyed, crop_box: keyed.map(lambda key, tag: decode_crop(key, tag, crop_box),
+                                                          num_parallel_calls=tf.data.AUTOTUNE))
+        if window_decodable else None,
         class_names=tuple(features[label_key].names) if label_key else None,
     )

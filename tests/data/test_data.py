@@ -16,6 +16,7 @@ from PIL import Image
 
 from keras_mae import data
 from keras_mae.data import augment, builtin, image_folder
+from tests.data.tfds_builders import prepare_tfds
 
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 
@@ -221,31 +222,11 @@ def test_builtin_falls_back_to_keras_datasets(monkeypatch):
 
 @pytest.fixture(scope="module")
 def tiny_tfds(tmp_path_factory):
+    """A local 5 + 2 example dataset: no download."""
     tfds = pytest.importorskip("tensorflow_datasets")
-
-    class KerasMaeTinyTest(tfds.core.GeneratorBasedBuilder):
-        """A local 5 + 2 example dataset: no download."""
-
-        VERSION = tfds.core.Version("1.0.0")
-        # No checksums file next to the code; looking for one needs `importlib_resources`,
-        # which this environment's etils lacks.
-        code_path = None
-
-        def _info(self):
-            features = {"image": tfds.features.Image(shape=(None, None, 3)),
-                        "label": tfds.features.ClassLabel(num_classes=3)}
-            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(features))
-
-        def _split_generators(self, dl_manager):
-            return {"train": self._generate_examples(5), "test": self._generate_examples(2)}
-
-        def _generate_examples(self, count):
-            for i in range(count):
-                yield i, {"image": np.full((8 + i, 6, 3), 30 * i, np.uint8), "label": i % 3}
-
-    data_dir = str(tmp_path_factory.mktemp("tfds"))
-    tfds.builder("keras_mae_tiny_test", data_dir=data_dir).download_and_prepare()
-    return data_dir
+    examples = lambda count: lambda: ((np.full((8 + i, 6, 3), 30 * i, np.uint8), i % 3) for i in range(count))
+    return prepare_tfds(tfds, "KerasMaeTinyTest", str(tmp_path_factory.mktemp("tfds")),
+                        {"train": examples(5), "test": examples(2)}, num_classes=3)
 
 
 def test_tfds_prepared_dataset(tiny_tfds, tmp_path):

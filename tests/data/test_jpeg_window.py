@@ -11,6 +11,7 @@ from PIL import Image
 
 from keras_mae import data
 from keras_mae.data import augment, jpeg_window
+from tests.data.tfds_builders import prepare_tfds
 from tests.run_app import backend_independent
 
 pytestmark = backend_independent  # tf.data only
@@ -117,32 +118,18 @@ def jpeg_records(tmp_path_factory):
     tfds = pytest.importorskip("tensorflow_datasets")
     kinds = [("RGB", 2, False), ("RGB", 0, True), ("L", 0, False), ("RGB", 1, True)]
 
-    class KerasMaeJpegRecordsTest(tfds.core.GeneratorBasedBuilder):
-        VERSION = tfds.core.Version("1.0.0")
-        code_path = None  # no checksums file next to the code (see tests/data/test_data.py)
+    def examples():
+        for i in range(13):
+            pixels = _picture(30 + 7 * i, 60 - 3 * i, i)
+            if i == 5:  # stored as given: TFDS does not re-encode bytes
+                buffer = io.BytesIO()
+                Image.fromarray(pixels).save(buffer, "PNG")
+                yield buffer.getvalue(), i % 2
+            else:
+                yield _jpeg(pixels, *kinds[i % 4]), i % 2
 
-        def _info(self):
-            features = {"image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
-                        "label": tfds.features.ClassLabel(num_classes=2)}
-            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(features))
-
-        def _split_generators(self, dl_manager):
-            return {"train": self._generate_examples()}
-
-        def _generate_examples(self):
-            for i in range(13):
-                pixels = _picture(30 + 7 * i, 60 - 3 * i, i)
-                if i == 5:  # stored as given: TFDS does not re-encode bytes
-                    buffer = io.BytesIO()
-                    Image.fromarray(pixels).save(buffer, "PNG")
-                    encoded = buffer.getvalue()
-                else:
-                    encoded = _jpeg(pixels, *kinds[i % 4])
-                yield i, {"image": encoded, "label": i % 2}
-
-    data_dir = str(tmp_path_factory.mktemp("tfds_jpeg"))
-    tfds.builder("keras_mae_jpeg_records_test", data_dir=data_dir).download_and_prepare()
-    return data_dir
+    return prepare_tfds(tfds, "KerasMaeJpegRecordsTest", str(tmp_path_factory.mktemp("tfds_jpeg")),
+                        {"train": examples}, num_classes=2, encoding_format="jpeg")
 
 
 @pytest.mark.parametrize("num_channels", [3, 1])
