@@ -1,29 +1,48 @@
 #!/usr/bin/env bash
-# One lent GPU, one go (issue 16, item 2): the torch backend's captured train step (jit_compile=True,
-# keras_mae/models/torch_captured_step.py: make_fx graph, TorchInductor with CUDA graphs) on the GPU.
-#   1. it trains as the eager step on CUDA: tests/models/test_torch_captured_step.py (the uncompiled graph's
-#      bitwise check may differ by CUDA's non-deterministic atomics; the compiled one is checked to tolerance);
-#   2. ViT-B/16 at 224, bf16, batch 256: torch+jit, torch eager and the HF reference (benchmarks/train_step.py);
-#   3. the same at batch 64, where the eager torch backend was 0.56-0.72x (host-bound);
-#   4. (item 1, jax) whether cuDNN's flash attention takes the decoder's 197 tokens padded, and what it saves
-#      per block (benchmarks/gpu_attention.py; jax only).
-# Each part under its own time limit, about 10 minutes in all. Needs python3 with CUDA torch, transformers,
-# pytest and keras (carried as wheels: keras, namex, optree; see /work/.library/device/README.md). No TensorFlow.
-#   benchmarks/gpu_round3.sh OUTDIR
+# One lent GPU (issue 16, items 1 and 2), in parts ordered by what they decide; each part has its own time limit,
+# and a part that would pass the budget (BUDGET_S, default 570 s: the device tool's 600 s per command) is skipped
+# with a line saying how to run it next (FIRST_PART=N, on the same warm machine).
+#   1. attention: can cuDNN's flash attention take the decoder's 197 tokens padded by one, exactly, and what does it
+#      save per block (benchmarks/gpu_attention.py; jax only);
+#   2. jax, ViT-B/16 at 224, bf16, batch 256: the library's padded decoder attention against Keras's own call
+#      (keras_mae/layers/jax_padded_attention.py; --backends=jax,jax+unpadded), images/s and peak memory;
+#   3. torch, the same at batch 256: the captured train step (jit_compile=True, keras_mae/models/
+#      torch_captured_step.py: make_fx graph, TorchInductor with CUDA graphs) against the HF reference;
+#   4. the captured step trains as the eager step on CUDA (tests/models/test_torch_captured_step.py; the uncompiled
+#      graph's bitwise check may differ by CUDA's non-deterministic atomics, the compiled one is checked to tolerance);
+#   5. batch 64, where the eager torch backend was 0.56-0.72x (host-bound): torch+jit, jax and the reference.
+# Needs python3 with CUDA torch, jax, transformers, pytest and keras (carried as wheels: keras, namex, optree; see
+# /work/.library/device/README.md). No TensorFlow.
+#   benchmarks/gpu_round3.sh OUTDIR            # then, if parts were skipped: FIRST_PART=4 benchmarks/gpu_round3.sh OUTDIR
 set -u
 out=${1:-.}
+budget=${BUDGET_S:-570}
+first=${FIRST_PART:-1}
 export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=3 KERAS_BACKEND=torch
 cd "$(dirname "$0")/.."
 (nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || echo "no nvidia-smi") | tee "$out/gpu.txt"
-python3 -c "import torch, keras, transformers; print('torch', torch.__version__, 'keras', keras.__version__, \
-'transformers', transformers.__version__)" 2>&1 | tail -1 | tee -a "$out/gpu.txt"
-timeout 170 python3 -m pytest -q -p no:cacheprovider tests/models/test_torch_captured_step.py 2>&1 \
-    | tail -40 | tee "$out/captured_step_tests.txt"
-bench() {  # limit, output name, train_step.py arguments
-    timeout "$1" python3 benchmarks/train_step.py --preset=mae_vit_base_patch16 --steps=10 --windows=3 --warmup=3 \
-        --dtype_policy=mixed_bfloat16 "${@:3}" 2>&1 | tee "$out/$2.txt"
+python3 -c "import torch, jax, keras, transformers; print('torch', torch.__version__, 'jax', jax.__version__, 'keras', \
+keras.__version__, 'transformers', transformers.__version__)" 2>&1 | tail -1 | tee -a "$out/gpu.txt"
+
+part() {  # number, time limit (s), output name, command...
+    local number=$1 limit=$2 name=$3
+    shift 3
+    ((number < first)) && return
+    if ((SECONDS + limit > budget)); then
+        echo "part $number ($name) skipped at ${SECONDS}s: its ${limit}s would pass the ${budget}s budget;" \
+            "run FIRST_PART=$number $0 OUTDIR" | tee -a "$out/skipped.txt"
+        return
+    fi
+    echo "=== part $number: $name (limit ${limit}s, at ${SECONDS}s)"
+    timeout "$limit" "$@" 2>&1 | grep -v "^[WIE]0" | tee "$out/$name.txt"
 }
-bench 240 vit_b_batch256 --batch_size=256 --backends=torch+jit,torch --reference
-bench 150 vit_b_batch64 --batch_size=64 --backends=torch+jit --reference
-timeout 90 python3 benchmarks/gpu_attention.py --batch_size=256 2>&1 | grep -v "^[WIE]0" | tee "$out/attention.txt"
-echo done
+vit_b() {  # train_step.py arguments
+    python3 benchmarks/train_step.py --preset=mae_vit_base_patch16 --steps=10 --windows=3 --warmup=3 \
+        --dtype_policy=mixed_bfloat16 "$@"
+}
+part 1 75 attention python3 benchmarks/gpu_attention.py --batch_size=256 --pads=198,200 --iterations=10
+part 2 190 jax_padded_batch256 vit_b --batch_size=256 --backends=jax,jax+unpadded
+part 3 190 torch_batch256 vit_b --batch_size=256 --backends=torch+jit --reference
+part 4 150 captured_step_tests python3 -m pytest -q -p no:cacheprovider tests/models/test_torch_captured_step.py
+part 5 170 batch64 vit_b --batch_size=64 --backends=torch+jit,jax --reference
+echo "done at ${SECONDS}s"

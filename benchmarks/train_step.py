@@ -28,6 +28,9 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# A backend's variants in --backends (torch+jit, jax+unpadded): the arguments its process gets, and its label.
+VARIANTS = {"": ([], ""), "jit": (["--jit_compile=true"], " (jit_compile=True)"),
+            "unpadded": (["--padded_attention=false"], " (unpadded attention)")}
 sys.path.insert(0, ROOT)
 
 
@@ -142,9 +145,11 @@ def measure_keras(args, config):
     import numpy as np
 
     import keras_mae
+    from keras_mae.layers import jax_padded_attention
     from keras_mae.optimizers import make_pretrain_optimizer
 
     keras.config.set_dtype_policy(args.dtype_policy)
+    jax_padded_attention.ENABLED = args.padded_attention
     model = keras_mae.MaskedAutoencoder(**config, seed=0)
     # The pretraining app's optimizer (AdamW, beta_2 0.95, wd 0.05 off biases and norms; fused on torch + CPU).
     optimizer = make_pretrain_optimizer(model, 1e-4, weight_decay=0.05, fused=args.fused_adamw)
@@ -308,6 +313,10 @@ def main():
                         help="passed to model.compile: auto, true (torch backend: the captured step, "
                              "keras_mae/models/torch_captured_step.py; jax, tensorflow: XLA) or false; a backend "
                              "named with +jit in --backends (torch+jit) gets true whatever this says")
+    parser.add_argument("--padded_attention", default=True, type=lambda v: v.lower() == "true",
+                        help="true (the library's default): jax on a GPU pads an odd token count by one for cuDNN's "
+                             "flash attention (keras_mae/layers/jax_padded_attention.py); false: Keras's own call; "
+                             "a backend named with +unpadded in --backends (jax+unpadded) gets false")
     parser.add_argument("--feed", default="auto", choices=["auto", "fit", "resident"],
                         help="fit: a tf.data pipeline; resident: one on-device batch, repeated; "
                              "auto: resident on a GPU, else fit")
@@ -329,17 +338,20 @@ def main():
         return run_one(args, args.role)
 
     roles = [("keras_mae", b) for b in args.backends.split(",") if b] + ([("reference", "torch")] if args.reference else [])
+    for _, backend in roles:
+        if backend.partition("+")[2] not in VARIANTS:
+            raise SystemExit(f"--backends: unknown variant in {backend}; use one of +jit, +unpadded")
     results = []
     for role, backend in roles:
-        backend, jit = backend.partition("+")[::2]  # torch+jit: that backend with jit_compile=True
-        command = [sys.executable, __file__, *sys.argv[1:], f"--role={role}", *(["--jit_compile=true"] if jit else [])]
+        backend, variant = backend.partition("+")[::2]  # torch+jit: jit_compile=True; jax+unpadded: no padding
+        command = [sys.executable, __file__, *sys.argv[1:], f"--role={role}", *VARIANTS[variant][0]]
         env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
         out = subprocess.run(command, env=env, capture_output=True, text=True, cwd=ROOT)
         if out.returncode:
             print(out.stderr[-3000:], file=sys.stderr)
             continue
         result = json.loads(out.stdout.strip().splitlines()[-1])
-        result["backend"] = backend + (" (jit_compile=True)" if jit else "")
+        result["backend"] = backend + VARIANTS[variant][1]
         results.append(result)
         print(json.dumps(result), file=sys.stderr)
     reference = next((r for r in results if r["role"] == "reference"), None)

@@ -2,6 +2,7 @@
 
 from keras import ops
 
+from keras_mae.layers import jax_padded_attention
 from keras_mae.layers.fast_form import uses_fused_attention
 
 
@@ -9,7 +10,9 @@ def attention(qkv, num_heads):
     """softmax(q k^T / sqrt(head_dim)) v per head, as timm's `Attention` after its qkv projection.
 
     On torch and on accelerators this is `keras.ops.dot_product_attention` (a fused
-    kernel: `F.scaled_dot_product_attention`, cuDNN or TPU flash attention). On
+    kernel: `F.scaled_dot_product_attention`, cuDNN or TPU flash attention; on jax
+    GPUs an odd number of tokens is padded by one for cuDNN, see
+    `jax_padded_attention`). On
     jax / tensorflow CPU it is written out with heads moved next to the batch axis
     by one transpose of the fused qkv, which XLA:CPU runs faster than
     `jax.nn.dot_product_attention`'s separate transposes of q, k and v.
@@ -26,7 +29,12 @@ def attention(qkv, num_heads):
     head_dim = dim // num_heads
     qkv = ops.reshape(qkv, (batch, length, 3, num_heads, head_dim))
     if uses_fused_attention():
-        out = ops.dot_product_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], scale=head_dim**-0.5)
+        query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        out = None
+        if jax_padded_attention.applies(query):
+            out = jax_padded_attention.padded_attention(query, key, value, head_dim**-0.5)
+        if out is None:
+            out = ops.dot_product_attention(query, key, value, scale=head_dim**-0.5)
         return ops.reshape(out, (batch, length, dim))
     return _written_out(qkv, num_heads)[0]
 
