@@ -1,6 +1,6 @@
 """Can the decoder's attention (197 tokens) run in cuDNN's flash kernel on the GPU, and what would it save?
 
-    python3 benchmarks/gpu_attention.py --batch_size=256        # jax only: no Keras, no TensorFlow needed
+    KERAS_BACKEND=jax python3 benchmarks/gpu_attention.py --batch_size=256   # jax (and Keras for one variant), no TF
 
 On the H200 (BENCHMARKS.md, "Run 4") cuDNN refused the decoder's sequence length ("Unsupported sequence length
 Q 197, KV 197"), so Keras ran XLA's attention in all 8 decoder blocks of ViT-B/16 while the encoder's 50 tokens
@@ -14,6 +14,8 @@ encoder's:
 - `cudnn`: the same on the real length with `implementation="cudnn"` (the call that failed);
 - `cudnn_padded_<T>`: padded to T tokens with the sequence lengths given (`xla_padded_198`: the same padding
   on XLA, which checks the padding itself on any device);
+- `keras_mae`: the library's own call (`keras_mae/layers/jax_padded_attention.py`: 197 padded to 198 for cuDNN;
+  needs Keras importable, KERAS_BACKEND=jax);
 - and the largest difference of each one's output and gradients from `xla`'s on the real rows.
 
 A variant that cuDNN refuses is reported with its error, not fatal. Not a test: numbers go to BENCHMARKS.md.
@@ -22,11 +24,15 @@ On a CPU only the `xla` variants run.
 
 import argparse
 import json
+import os
+import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # keras_mae, for its variant
 
 # (name, tokens, heads, head dim) of ViT-B/16's MAE at 224: encoder 50 visible tokens (75% masked, plus the class
 # token), 12 heads of 64; decoder all 197 tokens, 16 heads of 32.
@@ -38,7 +44,13 @@ def attention_step(implementation, length, padded):
 
     def run(q, k, v, cotangent):
         def forward(q, k, v):
-            if padded > length:
+            if implementation == "keras_mae":  # the library's own call: padded by one for cuDNN
+                from keras_mae.layers.jax_padded_attention import padded_attention
+
+                out = padded_attention(q, k, v, q.shape[-1] ** -0.5)
+                if out is None:
+                    raise NotImplementedError("keras_mae's padded_attention was refused; Keras's own call would run")
+            elif padded > length:
                 pad = ((0, 0), (0, padded - length), (0, 0), (0, 0))
                 q, k, v = (jnp.pad(t, pad) for t in (q, k, v))
                 lengths = jnp.full((q.shape[0],), length, jnp.int32)
@@ -83,6 +95,7 @@ def main():
         if name == "decoder":
             # xla padded: checks the padding itself (the real rows must not change), on any device
             variants += [("xla", length + 1)] + [("cudnn", int(p)) for p in args.pads.split(",") if int(p) > length]
+            variants += [("keras_mae", length)]
         expected = None
         for implementation, padded in variants:
             label = implementation + (f"_padded_{padded}" if padded > length else "")

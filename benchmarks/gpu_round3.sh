@@ -40,7 +40,7 @@ vit_b() {  # train_step.py arguments
     python3 benchmarks/train_step.py --preset=mae_vit_base_patch16 --steps=10 --windows=3 --warmup=3 \
         --dtype_policy=mixed_bfloat16 "$@"
 }
-part 1 75 attention python3 benchmarks/gpu_attention.py --batch_size=256 --pads=198,200 --iterations=10
+part 1 75 attention env KERAS_BACKEND=jax python3 benchmarks/gpu_attention.py --batch_size=256 --pads=198,200 --iterations=10
 part 2 190 jax_padded_batch256 vit_b --batch_size=256 --backends=jax,jax+unpadded
 part 3 190 torch_batch256 vit_b --batch_size=256 --backends=torch+jit --reference
 part 4 150 captured_step_tests python3 -m pytest -q -p no:cacheprovider tests/models/test_torch_captured_step.py
