@@ -14,8 +14,9 @@
 # Needs python3 with CUDA torch, jax, transformers, pytest and keras (carried as wheels: keras, namex, optree; see
 # /work/.library/device/README.md). No TensorFlow.
 #   benchmarks/gpu_round3.sh OUTDIR            # then, if parts were skipped: FIRST_PART=4 benchmarks/gpu_round3.sh OUTDIR
-set -u
+set -u -o pipefail
 out=${1:-.}
+mkdir -p "$out"
 budget=${BUDGET_S:-570}
 first=${FIRST_PART:-1}
 export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=3 KERAS_BACKEND=torch
@@ -34,15 +35,14 @@ part() {  # number, time limit (s), output name, command...
         return
     fi
     echo "=== part $number: $name (limit ${limit}s, at ${SECONDS}s)"
-    timeout "$limit" "$@" 2>&1 | grep -v "^[WIE]0" | tee "$out/$name.txt"
+    timeout "$limit" "$@" 2>&1 | { grep -v "^[WIE]0" || true; } | tee "$out/$name.txt"
+    echo "exit status ${PIPESTATUS[0]} (124: stopped at its time limit)" | tee -a "$out/$name.txt"
 }
-vit_b() {  # train_step.py arguments
-    python3 benchmarks/train_step.py --preset=mae_vit_base_patch16 --steps=10 --windows=3 --warmup=3 \
-        --dtype_policy=mixed_bfloat16 "$@"
-}
+VIT_B=(python3 benchmarks/train_step.py --preset=mae_vit_base_patch16 --steps=10 --windows=3 --warmup=3
+    --dtype_policy=mixed_bfloat16)
 part 1 75 attention env KERAS_BACKEND=jax python3 benchmarks/gpu_attention.py --batch_size=256 --pads=198,200 --iterations=10
-part 2 190 jax_padded_batch256 vit_b --batch_size=256 --backends=jax,jax+unpadded
-part 3 190 torch_batch256 vit_b --batch_size=256 --backends=torch+jit --reference
+part 2 190 jax_padded_batch256 "${VIT_B[@]}" --batch_size=256 --backends=jax,jax+unpadded
+part 3 190 torch_batch256 "${VIT_B[@]}" --batch_size=256 --backends=torch+jit --reference
 part 4 150 captured_step_tests python3 -m pytest -q -p no:cacheprovider tests/models/test_torch_captured_step.py
-part 5 170 batch64 vit_b --batch_size=64 --backends=torch+jit,jax --reference
+part 5 170 batch64 "${VIT_B[@]}" --batch_size=64 --backends=torch+jit,jax --reference
 echo "done at ${SECONDS}s"

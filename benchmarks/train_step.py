@@ -297,7 +297,22 @@ def run_one(args, role):
         "peak_rss_mib": peak_rss_mib(), "peak_device_mib": peak_device_mib(framework),
         "model_gflops": flops / 1e9, "matmul_peak_gflops": peak / 1e9, "mfu": flops / peak,
         "pipeline_images_per_sec": pipeline, "device": "gpu" if on_gpu(framework) else "cpu",
+        **({"padded_attention_traces": padded_attention_traces()} if role != "reference" else {}),
     }))
+
+
+def padded_attention_traces():
+    """How many attention calls the model traced padded for cuDNN, and how many cuDNN refused (jax GPUs only)."""
+    from keras_mae.layers import jax_padded_attention
+
+    return dict(jax_padded_attention.TRACE_COUNTS)
+
+
+def true_or_false(value):
+    """An argparse type: "true" or "false", nothing else."""
+    if value.lower() not in ("true", "false"):
+        raise argparse.ArgumentTypeError(f"{value!r}: give true or false")
+    return value.lower() == "true"
 
 
 def main():
@@ -313,7 +328,7 @@ def main():
                         help="passed to model.compile: auto, true (torch backend: the captured step, "
                              "keras_mae/models/torch_captured_step.py; jax, tensorflow: XLA) or false; a backend "
                              "named with +jit in --backends (torch+jit) gets true whatever this says")
-    parser.add_argument("--padded_attention", default=True, type=lambda v: v.lower() == "true",
+    parser.add_argument("--padded_attention", default=True, type=true_or_false,
                         help="true (the library's default): jax on a GPU pads an odd token count by one for cuDNN's "
                              "flash attention (keras_mae/layers/jax_padded_attention.py); false: Keras's own call; "
                              "a backend named with +unpadded in --backends (jax+unpadded) gets false")
@@ -325,7 +340,7 @@ def main():
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--keep_freed_memory", action="store_true",
                         help="glibc keeps freed blocks <= 32 MiB (keras_mae.utils.malloc_tuning), in every process")
-    parser.add_argument("--fused_adamw", default=True, type=lambda v: v.lower() == "true",
+    parser.add_argument("--fused_adamw", default=True, type=true_or_false,
                         help="true (the app's default): the torch backend on a CPU updates with the fused kernel "
                              "(keras_mae.optimizers.torch_fused_adamw); false: Keras's AdamW as it ships")
     parser.add_argument("--role", default=None, help=argparse.SUPPRESS)
@@ -339,9 +354,11 @@ def main():
 
     roles = [("keras_mae", b) for b in args.backends.split(",") if b] + ([("reference", "torch")] if args.reference else [])
     for _, backend in roles:
-        if backend.partition("+")[2] not in VARIANTS:
-            raise SystemExit(f"--backends: unknown variant in {backend}; use one of +jit, +unpadded")
-    results = []
+        name, variant = backend.partition("+")[::2]
+        if variant not in VARIANTS or (variant == "unpadded" and name != "jax"):
+            raise SystemExit(f"--backends: {backend} is not a variant this script runs; use torch+jit, jax+jit "
+                             "(any backend +jit) or jax+unpadded")
+    results, failed = [], []
     for role, backend in roles:
         backend, variant = backend.partition("+")[::2]  # torch+jit: jit_compile=True; jax+unpadded: no padding
         command = [sys.executable, __file__, *sys.argv[1:], f"--role={role}", *VARIANTS[variant][0]]
@@ -349,6 +366,7 @@ def main():
         out = subprocess.run(command, env=env, capture_output=True, text=True, cwd=ROOT)
         if out.returncode:
             print(out.stderr[-3000:], file=sys.stderr)
+            failed.append(f"{role} {backend}{'+' + variant if variant else ''}")
             continue
         result = json.loads(out.stdout.strip().splitlines()[-1])
         result["backend"] = backend + VARIANTS[variant][1]
@@ -371,6 +389,8 @@ def main():
               f"{r['ms_per_step']:.1f} | {r['peak_rss_mib']:.0f} | {device_mib} | {r['model_gflops']:.1f} | "
               f"{r['matmul_peak_gflops']:.0f} | {100 * r['mfu']:.1f}% | {100 * r['model_gflops'] / machine_peak:.1f}% | "
               f"{pipeline} |")
+    if failed:
+        raise SystemExit(f"failed (their errors above): {', '.join(failed)}")
 
 
 if __name__ == "__main__":

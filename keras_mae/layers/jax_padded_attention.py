@@ -14,11 +14,18 @@ token. `tests/layers/test_jax_padded_attention.py` checks outputs, gradients
 and whole train steps against the unpadded call on the CPU through XLA, which
 takes the same arguments.
 
-Where cuDNN refuses the padded call too (no cuDNN, a GPU before Ampere, an
-unsupported head size), `padded_attention` returns None and Keras's own call
-runs. `keras.config.disable_flash_attention()` turns this off with the rest of
-Keras's flash attention.
+jax refuses every odd length in training: its cuDNN path stands a zero-size
+placeholder in for a missing bias, so its "odd length with a bias" check always
+fires; an even length passes. This runs on NVIDIA GPUs of compute capability 8.0
+(Ampere) or later only, as Keras's own cuDNN check requires. Where jax refuses
+the padded call too at trace time (no cuDNN, an unsupported head size),
+`padded_attention` warns once and returns None, and Keras's own call runs.
+`keras.config.disable_flash_attention()` turns this off with the rest of Keras's
+flash attention. `TRACE_COUNTS` says how often each happened (the benchmarks
+report it).
 """
+
+import warnings
 
 import keras
 
@@ -27,20 +34,24 @@ ENABLED = True
 # jax.nn.dot_product_attention's implementation; the tests set None (XLA) to run this on the CPU.
 IMPLEMENTATION = "cudnn"
 HALF_DTYPES = ("bfloat16", "float16")  # cuDNN's flash attention takes no float32
+# How many attention calls were traced padded, and how many cuDNN refused (then Keras's own call ran).
+TRACE_COUNTS = {"padded": 0, "refused": 0}
 
 
 def applies(query):
     """True where `attention` should call `padded_attention` for this query (batch, length, heads, head_dim).
 
-    That is: the jax backend on a GPU, an odd length, a 16-bit compute dtype and Keras's flash
-    attention not disabled.
+    That is: the jax backend on an NVIDIA GPU of compute capability 8.0 or later, an odd (known)
+    length, a 16-bit compute dtype and Keras's flash attention not disabled.
 
     >>> applies(keras.ops.zeros((1, 3, 1, 8), "bfloat16")) == (keras.backend.backend() == "jax" and _on_gpu())
     True
     """
     if not ENABLED or keras.backend.backend() != "jax" or keras.config.is_flash_attention_enabled() is False:
         return False
-    return query.shape[1] % 2 == 1 and keras.backend.standardize_dtype(query.dtype) in HALF_DTYPES and _on_gpu()
+    length = query.shape[1]
+    return (isinstance(length, int) and length % 2 == 1
+            and keras.backend.standardize_dtype(query.dtype) in HALF_DTYPES and _on_gpu())
 
 
 def padded_attention(query, key, value, scale):
@@ -64,12 +75,24 @@ def padded_attention(query, key, value, scale):
     try:
         out = jax.nn.dot_product_attention(query, key, value, scale=scale, query_seq_lengths=lengths,
                                            key_value_seq_lengths=lengths, implementation=IMPLEMENTATION)
-    except (NotImplementedError, RuntimeError, ValueError):  # jax's cuDNN checks, raised while tracing
+    except (NotImplementedError, RuntimeError, ValueError) as error:  # jax's cuDNN checks, raised while tracing
+        TRACE_COUNTS["refused"] += 1
+        if TRACE_COUNTS["refused"] == 1:
+            warnings.warn(f"cuDNN refused attention over {length} tokens padded to {length + 1} ({error}); "
+                          "Keras's own attention runs instead", stacklevel=2)
         return None
+    TRACE_COUNTS["padded"] += 1
     return out[:, :length]
 
 
 def _on_gpu():
+    """True on an NVIDIA GPU of compute capability 8.0 (Ampere) or later, where cuDNN has flash attention."""
     import jax
 
-    return jax.devices()[0].platform == "gpu"
+    device = jax.devices()[0]
+    if device.platform != "gpu":
+        return False
+    try:
+        return int(str(device.compute_capability).split(".")[0]) >= 8
+    except (AttributeError, ValueError):  # not CUDA (ROCm): no cuDNN
+        return False

@@ -80,16 +80,50 @@ def test_keras_flash_switch_and_refusal_fall_back_to_keras_s_call(rng, as_on_a_g
     from keras.src.backend.common import global_state
 
     assert jax_padded_attention.applies(q)
+    previous = global_state.get_global_attribute("flash_attention")
     keras.config.disable_flash_attention()
     try:
         assert not jax_padded_attention.applies(q)
         np.testing.assert_allclose(np.float32(attention_module.attention(qkv, 2)), expected, atol=1e-2)
     finally:
-        global_state.set_global_attribute("flash_attention", None)  # Keras's default: decided per call
+        global_state.set_global_attribute("flash_attention", previous)
     assert as_on_a_gpu == []
     monkeypatch.setattr(jax_padded_attention, "IMPLEMENTATION", "cudnn")  # no cuDNN on this CPU: refused
-    np.testing.assert_allclose(np.float32(attention_module.attention(qkv, 2)), expected, atol=1e-2)
+    monkeypatch.setattr(jax_padded_attention, "TRACE_COUNTS", {"padded": 0, "refused": 0})
+    with pytest.warns(UserWarning, match="cuDNN refused attention over 7 tokens padded to 8"):
+        np.testing.assert_allclose(np.float32(attention_module.attention(qkv, 2)), expected, atol=1e-2)
     assert as_on_a_gpu == [(2, 7, 2, 4)]
+    assert jax_padded_attention.TRACE_COUNTS == {"padded": 0, "refused": 1}
+
+
+@jax_only
+def test_a_refusal_raised_only_when_differentiating_falls_back_too(rng, as_on_a_gpu, monkeypatch):
+    """jax checks cuDNN's training support in the forward rule of its custom gradient, inside `value_and_grad`."""
+    import jax
+    from jax._src.cudnn import fused_attention_stablehlo as cudnn
+
+    def refuse_in_training(query, key, value, layout, cudnn_version, has_bias, is_training, *args, **kwargs):
+        if is_training:
+            raise NotImplementedError(f"Unsupported sequence length Q {query.shape[1]}, KV {key.shape[1]}.")
+
+    monkeypatch.setattr(cudnn, "check_cudnn_version", lambda: 91000)
+    monkeypatch.setattr(cudnn, "check_is_flash_attention", refuse_in_training)
+    monkeypatch.setattr(jax_padded_attention, "IMPLEMENTATION", "cudnn")
+    monkeypatch.setattr(jax_padded_attention, "TRACE_COUNTS", {"padded": 0, "refused": 0})
+    q, k, v = _qkv(rng, 7, "bfloat16", heads=2, head_dim=4)
+    qkv = ops.reshape(ops.stack([q, k, v], axis=2), (2, 7, 24))
+
+    def loss(qkv):
+        return attention_module.attention(qkv, 2).astype("float32").sum()
+
+    with pytest.warns(UserWarning, match="Unsupported sequence length Q 8, KV 8"):
+        value, grad = jax.jit(jax.value_and_grad(loss))(qkv)
+    assert jax_padded_attention.TRACE_COUNTS == {"padded": 0, "refused": 1}
+    expected_value, expected_grad = jax.value_and_grad(
+        lambda qkv: ops.dot_product_attention(*(qkv.reshape(2, 7, 3, 2, 4)[:, :, i] for i in range(3)),
+                                              scale=0.5).astype("float32").sum())(qkv)
+    np.testing.assert_allclose(float(value), float(expected_value), rtol=1e-2)
+    np.testing.assert_allclose(np.float32(grad), np.float32(expected_grad), atol=2e-2)
 
 
 @jax_only
