@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from keras_mae.utils import workdir_lock
-from tests.run_app import ROOT
+from tests.run_app import ROOT, backend_independent
 
 HOLDER = """
 import sys, time
@@ -19,6 +19,7 @@ time.sleep(120)
 """
 
 
+@backend_independent  # a lock file and processes: no Keras backend involved
 def test_second_run_is_refused_naming_the_holder_and_a_dead_holder_is_taken_over(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path), "--workdir=run_a"], cwd=ROOT,
                               stdout=subprocess.PIPE, text=True)
