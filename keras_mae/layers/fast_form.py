@@ -4,8 +4,8 @@
 every form; only the kernels differ. The choice was measured (BENCHMARKS.md):
 torch runs its own fused kernels fastest on any device; XLA:CPU (jax) runs
 the forms written out in this package faster than the backends' own, and
-tensorflow on a CPU (a graph without XLA there, Keras's choice) runs them as
-fast as Keras's generic ones; on a GPU or TPU, XLA takes the fused attention
+tensorflow on a CPU (a graph without XLA there, Keras's choice) showed no
+measurable difference between them and Keras's generic ones; on a GPU or TPU, XLA takes the fused attention
 kernel and the written-out forms elsewhere.
 """
 
