@@ -17,6 +17,11 @@ def attention(qkv, num_heads):
     by one transpose of the fused qkv, which XLA:CPU runs faster than
     `jax.nn.dot_product_attention`'s separate transposes of q, k and v.
 
+    q, k and v are taken apart with `ops.unstack`, whose gradient on TensorFlow
+    and torch is one stack. Indexing (`qkv[0]`) gave TensorFlow a
+    `StridedSliceGrad` per slice, each filling a zero tensor of qkv's full
+    shape: 22% of a demo train step's CPU time (BENCHMARKS.md).
+
     Args:
         qkv: tensor (batch, length, 3 * dim), columns [q | k | v], each (num_heads, head_dim).
         num_heads: int.
@@ -29,7 +34,7 @@ def attention(qkv, num_heads):
     head_dim = dim // num_heads
     qkv = ops.reshape(qkv, (batch, length, 3, num_heads, head_dim))
     if uses_fused_attention():
-        query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        query, key, value = ops.unstack(qkv, 3, axis=2)
         out = None
         if jax_padded_attention.applies(query):
             out = jax_padded_attention.padded_attention(query, key, value, head_dim**-0.5)
@@ -60,7 +65,8 @@ def _written_out(qkv, num_heads):
     """(out, probabilities) of qkv (batch, length, 3, num_heads, head_dim)."""
     batch, length, _, _, head_dim = ops.shape(qkv)
     qkv = ops.transpose(qkv, (2, 0, 3, 1, 4))  # [3, B, N, T, H]
-    q, k, v = qkv[0] * head_dim**-0.5, qkv[1], qkv[2]
+    q, k, v = ops.unstack(qkv, 3, axis=0)
+    q = q * head_dim**-0.5
     logits = ops.cast(ops.matmul(q, ops.swapaxes(k, -1, -2)), "float32")  # softmax in float32, as Keras's
     probabilities = ops.softmax(logits, axis=-1)
     out = ops.matmul(ops.cast(probabilities, v.dtype), v)  # [B, N, T, H]
