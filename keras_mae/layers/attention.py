@@ -2,16 +2,17 @@
 
 from keras import ops
 
-from keras_mae.layers import jax_padded_attention
+from keras_mae.layers import jax_padded_attention, torch_attention
 from keras_mae.layers.fast_form import uses_fused_attention
 
 
 def attention(qkv, num_heads):
     """softmax(q k^T / sqrt(head_dim)) v per head, as timm's `Attention` after its qkv projection.
 
-    On torch and on accelerators this is `keras.ops.dot_product_attention` (a fused
-    kernel: `F.scaled_dot_product_attention`, cuDNN or TPU flash attention; on jax
-    GPUs an odd number of tokens is padded by one for cuDNN, see
+    On torch this is `F.scaled_dot_product_attention` on views of qkv
+    (`torch_attention`, as timm's). On accelerators it is
+    `keras.ops.dot_product_attention` (cuDNN or TPU flash attention; on jax GPUs
+    an odd number of tokens is padded by one for cuDNN, see
     `jax_padded_attention`). On
     jax / tensorflow CPU it is written out with heads moved next to the batch axis
     by one transpose of the fused qkv, which XLA:CPU runs faster than
@@ -34,6 +35,8 @@ def attention(qkv, num_heads):
     head_dim = dim // num_heads
     qkv = ops.reshape(qkv, (batch, length, 3, num_heads, head_dim))
     if uses_fused_attention():
+        if torch_attention.applies():
+            return torch_attention.attention(qkv, head_dim**-0.5)
         query, key, value = ops.unstack(qkv, 3, axis=2)
         out = None
         if jax_padded_attention.applies(query):
