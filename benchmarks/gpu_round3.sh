@@ -11,7 +11,8 @@
 #      torch_captured_step.py: make_fx graph, TorchInductor with CUDA graphs) against the HF reference;
 #   4. the captured step trains as the eager step on CUDA (tests/models/test_torch_captured_step.py; the uncompiled
 #      graph's bitwise check may differ by CUDA's non-deterministic atomics, the compiled one is checked to tolerance);
-#   5. batch 64, where the eager torch backend was 0.56-0.72x (host-bound): torch+jit, jax and the reference.
+#   5. batch 64, where the eager torch backend was 0.56-0.72x (host-bound): torch eager (its attention now calls
+#      F.scaled_dot_product_attention itself, keras_mae/layers/torch_attention.py), torch+jit, jax and the reference.
 # Needs python3 with CUDA torch, jax, transformers, pytest and keras (carried as wheels: keras, namex, optree; see
 # /work/.library/device/README.md). No TensorFlow.
 #   benchmarks/gpu_round3.sh OUTDIR            # then, if parts were skipped: FIRST_PART=4 benchmarks/gpu_round3.sh OUTDIR
@@ -45,5 +46,5 @@ part 1 75 attention env KERAS_BACKEND=jax python3 benchmarks/gpu_attention.py --
 part 2 190 jax_padded_batch256 "${VIT_B[@]}" --batch_size=256 --backends=jax,jax+unpadded
 part 3 190 torch_batch256 "${VIT_B[@]}" --batch_size=256 --backends=torch+jit --reference
 part 4 150 captured_step_tests python3 -m pytest -q -p no:cacheprovider tests/models/test_torch_captured_step.py
-part 5 170 batch64 "${VIT_B[@]}" --batch_size=64 --backends=torch+jit,jax --reference
+part 5 210 batch64 "${VIT_B[@]}" --batch_size=64 --backends=torch,torch+jit,jax --reference
 echo "done at ${SECONDS}s"
