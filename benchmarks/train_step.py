@@ -28,9 +28,11 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# A backend's variants in --backends (torch+jit, jax+unpadded): the arguments its process gets, and its label.
+# A backend's variants in --backends (torch+jit, jax+unpadded, jax+autodiff): the arguments its process gets, and
+# its label.
 VARIANTS = {"": ([], ""), "jit": (["--jit_compile=true"], " (jit_compile=True)"),
-            "unpadded": (["--padded_attention=false"], " (unpadded attention)")}
+            "unpadded": (["--padded_attention=false"], " (unpadded attention)"),
+            "autodiff": (["--written_gradients=false"], " (autodiff LayerNorm, GELU)")}
 sys.path.insert(0, ROOT)
 
 
@@ -145,11 +147,12 @@ def measure_keras(args, config):
     import numpy as np
 
     import keras_mae
-    from keras_mae.layers import jax_padded_attention
+    from keras_mae.layers import fast_form, jax_padded_attention
     from keras_mae.optimizers import make_pretrain_optimizer
 
     keras.config.set_dtype_policy(args.dtype_policy)
     jax_padded_attention.ENABLED = args.padded_attention
+    fast_form.WRITTEN_GRADIENTS = args.written_gradients
     model = keras_mae.MaskedAutoencoder(**config, seed=0)
     # The pretraining app's optimizer (AdamW, beta_2 0.95, wd 0.05 off biases and norms; fused on torch + CPU).
     optimizer = make_pretrain_optimizer(model, 1e-4, weight_decay=0.05, fused=args.fused_adamw)
@@ -332,6 +335,10 @@ def main():
                         help="true (the library's default): jax on a GPU pads an odd token count by one for cuDNN's "
                              "flash attention (keras_mae/layers/jax_padded_attention.py); false: Keras's own call; "
                              "a backend named with +unpadded in --backends (jax+unpadded) gets false")
+    parser.add_argument("--written_gradients", default=True, type=true_or_false,
+                        help="true (the library's default): LayerNorm and GELU outside torch differentiate by their "
+                             "written-out gradients, which keep only their input (keras_mae/layers/fast_form.py); "
+                             "false: autodiff of the same forward; jax+autodiff or tensorflow+autodiff gets false")
     parser.add_argument("--feed", default="auto", choices=["auto", "fit", "resident"],
                         help="fit: a tf.data pipeline; resident: one on-device batch, repeated; "
                              "auto: resident on a GPU, else fit")
@@ -355,9 +362,10 @@ def main():
     roles = [("keras_mae", b) for b in args.backends.split(",") if b] + ([("reference", "torch")] if args.reference else [])
     for _, backend in roles:
         name, variant = backend.partition("+")[::2]
-        if variant not in VARIANTS or (variant == "unpadded" and name != "jax"):
+        if variant not in VARIANTS or (variant == "unpadded" and name != "jax") or (
+                variant == "autodiff" and name == "torch"):
             raise SystemExit(f"--backends: {backend} is not a variant this script runs; use torch+jit, jax+jit "
-                             "(any backend +jit) or jax+unpadded")
+                             "(any backend +jit), jax+unpadded, jax+autodiff or tensorflow+autodiff")
     results, failed = [], []
     for role, backend in roles:
         backend, variant = backend.partition("+")[::2]  # torch+jit: jit_compile=True; jax+unpadded: no padding

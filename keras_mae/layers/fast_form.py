@@ -6,7 +6,9 @@ torch runs its own fused kernels fastest on any device; XLA:CPU (jax) runs
 the forms written out in this package faster than the backends' own, and
 tensorflow on a CPU (a graph without XLA there, Keras's choice) showed no
 measurable difference between them and Keras's generic ones; on a GPU or TPU, XLA takes the fused attention
-kernel and the written-out forms elsewhere.
+kernel and the written-out forms elsewhere. Outside torch, `LayerNorm` and
+`gelu` also have written-out gradients that keep only their input for the
+backward pass, as torch's kernels do (`WRITTEN_GRADIENTS`).
 """
 
 import keras
@@ -14,6 +16,9 @@ import keras
 TORCH = "torch"
 XLA_CPU = "xla_cpu"
 XLA_ACCELERATOR = "xla_accelerator"
+# The written-out gradients of `LayerNorm` and `gelu` (the default); False: autodiff of the same forward pass, which
+# `benchmarks/train_step.py`'s `+autodiff` variants and the tests compare against.
+WRITTEN_GRADIENTS = True
 
 
 def fast_form():
@@ -48,3 +53,8 @@ def uses_torch_kernels():
 def uses_fused_attention():
     """True where `attention` is `keras.ops.dot_product_attention` (torch, and XLA on accelerators)."""
     return fast_form() != XLA_CPU
+
+
+def uses_written_gradients():
+    """True where `LayerNorm` and `gelu` differentiate by their written-out gradients (not on torch)."""
+    return WRITTEN_GRADIENTS and not uses_torch_kernels()

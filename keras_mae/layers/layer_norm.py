@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_mae.layers import fast_form
 from keras_mae.layers.fast_form import uses_torch_kernels
 
 
@@ -11,9 +12,9 @@ class LayerNorm(keras.layers.LayerNormalization):
     """`keras.layers.LayerNormalization(axis=-1)` with scale and center, same weights and values.
 
     On torch it is Keras's own (`F.layer_norm`'s fused kernel). Elsewhere it is
-    `(x - mean) / sqrt(var + epsilon) * gamma + beta` in float32, which XLA:CPU
-    fuses into fewer full-size passes than Keras's `x * inv + res` form, whose
-    per-element scale and shift tensors are materialised for the gradient.
+    `layer_norm`: `(x - mean) / sqrt(var + epsilon) * gamma + beta` in float32,
+    which XLA:CPU fuses into fewer full-size passes than Keras's `x * inv + res`
+    form, with a written-out gradient that keeps only what `F.layer_norm` keeps.
 
     >>> import numpy as np
     >>> tuple(LayerNorm()(np.array([[1.0, 3.0]], "float32")).shape)
@@ -32,11 +33,54 @@ class LayerNorm(keras.layers.LayerNormalization):
     def call(self, inputs):
         if uses_torch_kernels():
             return super().call(inputs)
-        x = ops.cast(inputs, "float32")
-        centered = x - ops.mean(x, axis=-1, keepdims=True)
-        variance = ops.mean(ops.square(centered), axis=-1, keepdims=True)
-        outputs = centered * ops.rsqrt(variance + self.epsilon) * ops.cast(self.gamma, "float32")
-        return ops.cast(outputs + ops.cast(self.beta, "float32"), self.compute_dtype)
+        gamma, beta = ops.cast(self.gamma, "float32"), ops.cast(self.beta, "float32")
+        return layer_norm(inputs, gamma, beta, self.epsilon, self.compute_dtype)
+
+
+def layer_norm(x, gamma, beta, epsilon, dtype):
+    """`(x - mean) / sqrt(var + epsilon) * gamma + beta` over the last axis in float32, cast to `dtype`.
+
+    The gradient is written out (`keras.ops.custom_gradient`) so that the backward
+    pass keeps only `x` in its own dtype and the per-row mean and 1 / std, as
+    `F.layer_norm` does; it recomputes the normalised `x` from them. Autodiff of
+    the same forward keeps float32 copies of the centred and the normalised `x`
+    for every norm: in a ViT-B/16 MAE in bf16 that is 25 MiB per image of the
+    117 MiB its backward pass keeps (BENCHMARKS.md, "What the backward pass
+    keeps"). Gradients equal autodiff's to float32 rounding.
+
+    Args:
+        x: tensor (..., width), any float dtype.
+        gamma, beta: float32 tensors (width,).
+        epsilon: float added to the variance.
+        dtype: the output's dtype (the layer's compute dtype).
+    """
+
+    def forward(x, gamma, beta):
+        x32 = ops.cast(x, "float32")
+        mean = ops.mean(x32, axis=-1, keepdims=True)
+        centered = x32 - mean
+        inverse_std = ops.rsqrt(ops.mean(ops.square(centered), axis=-1, keepdims=True) + epsilon)
+        return ops.cast(centered * inverse_std * gamma + beta, dtype), mean, inverse_std
+
+    if not fast_form.uses_written_gradients():
+        return forward(x, gamma, beta)[0]
+
+    @ops.custom_gradient
+    def normalize(x, gamma, beta):
+        outputs, mean, inverse_std = forward(x, gamma, beta)
+
+        def gradient(*args, upstream=None):
+            upstream = ops.cast(args[0] if upstream is None else upstream, "float32")
+            normalized = (ops.cast(x, "float32") - mean) * inverse_std
+            scaled = upstream * gamma
+            dx = inverse_std * (scaled - ops.mean(scaled, axis=-1, keepdims=True)
+                                - normalized * ops.mean(scaled * normalized, axis=-1, keepdims=True))
+            rows = tuple(range(len(x.shape) - 1))
+            return ops.cast(dx, x.dtype), ops.sum(upstream * normalized, axis=rows), ops.sum(upstream, axis=rows)
+
+        return outputs, gradient
+
+    return normalize(x, gamma, beta)
 
 
 @keras.saving.register_keras_serializable(package="keras_mae")
