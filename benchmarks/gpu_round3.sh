@@ -6,7 +6,8 @@
 #      save per block (benchmarks/gpu_attention.py; jax only; its keras_mae variant is the library's 198, so the
 #      script's own padding is tried at 200 only);
 #   2. jax, ViT-B/16 at 224, bf16, batch 256: the library's padded decoder attention against Keras's own call
-#      (keras_mae/layers/jax_padded_attention.py; --backends=jax,jax+unpadded), images/s and peak memory;
+#      (keras_mae/layers/jax_padded_attention.py; jax+unpadded), and the written-out LayerNorm and GELU gradients
+#      against autodiff (keras_mae/layers/fast_form.py; jax+autodiff), images/s and peak memory;
 #   3. torch, the same at batch 256: the captured train step (jit_compile=True, keras_mae/models/
 #      torch_captured_step.py: make_fx graph, TorchInductor with CUDA graphs) against the HF reference;
 #   4. the captured step trains as the eager step on CUDA (tests/models/test_torch_captured_step.py; the uncompiled
@@ -43,7 +44,7 @@ part() {  # number, time limit (s), output name, command...
 VIT_B=(python3 benchmarks/train_step.py --preset=mae_vit_base_patch16 --steps=10 --windows=3 --warmup=3
     --dtype_policy=mixed_bfloat16)
 part 1 75 attention env KERAS_BACKEND=jax python3 benchmarks/gpu_attention.py --batch_size=256 --pads=200 --iterations=10
-part 2 190 jax_padded_batch256 "${VIT_B[@]}" --batch_size=256 --backends=jax,jax+unpadded
+part 2 250 jax_padded_batch256 "${VIT_B[@]}" --batch_size=256 --backends=jax,jax+unpadded,jax+autodiff
 part 3 190 torch_batch256 "${VIT_B[@]}" --batch_size=256 --backends=torch+jit --reference
 part 4 150 captured_step_tests python3 -m pytest -q -p no:cacheprovider tests/models/test_torch_captured_step.py
 part 5 210 batch64 "${VIT_B[@]}" --batch_size=64 --backends=torch,torch+jit,jax --reference
