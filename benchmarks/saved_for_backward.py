@@ -24,12 +24,24 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
-def kind(shape, dtype):
-    """`attention probabilities` for square (..., L, L) tensors with L > 32 (tokens), else the dtype."""
-    return "attention probabilities" if len(shape) >= 2 and shape[-1] == shape[-2] > 32 else str(dtype)
+def token_counts(preset):
+    """The encoder's and the decoder's sequence lengths in training (visible patches + 1, all patches + 1)."""
+    from keras_mae.models.presets import preset_config
+
+    config = preset_config(preset)
+    size = config["image_size"]
+    height, width = (size, size) if isinstance(size, int) else size
+    patches = (height // config["patch_size"]) * (width // config["patch_size"])
+    return {int(patches * (1 - config.get("mask_ratio", 0.75))) + 1, patches + 1}
+
+
+def kind(shape, dtype, tokens):
+    """`attention probabilities` for (..., L, L) tensors with L a sequence length in `tokens`, else the dtype."""
+    return "attention probabilities" if len(shape) >= 2 and shape[-1] == shape[-2] in tokens else str(dtype)
 
 
 def build(args):
+    """The preset's MaskedAutoencoder (norm_pix_loss, as the pretraining recipe) under `--dtype_policy`."""
     import keras
 
     import keras_mae
@@ -39,6 +51,7 @@ def build(args):
 
 
 def jax_bytes(args, batch):
+    """`(bytes per kind of the jaxpr's residuals, XLA:CPU's temporary bytes)` of the loss and gradient at `batch`."""
     import jax
     import keras
     import numpy as np
@@ -64,44 +77,44 @@ def jax_bytes(args, batch):
     counts = collections.Counter()
     for leaf in jax.tree_util.tree_leaves(backward):
         if hasattr(leaf, "nbytes"):
-            counts[kind(leaf.shape, leaf.dtype)] += leaf.nbytes
+            counts[kind(leaf.shape, leaf.dtype, token_counts(args.preset))] += leaf.nbytes
     compiled = jax.jit(jax.value_and_grad(loss)).lower(values, images).compile()
-    counts["(XLA:CPU temp, not in the total)"] = compiled.memory_analysis().temp_size_in_bytes
-    return counts
+    return counts, compiled.memory_analysis().temp_size_in_bytes
 
 
 def torch_bytes(args, batch):
+    """`(bytes per kind of the tensors autograd saves, None)` for one loss at `batch` (torch backend or reference)."""
     import torch
 
-    counts, seen = collections.Counter(), set()
+    counts, seen, tokens = collections.Counter(), set(), token_counts(args.preset)
 
     def pack(tensor):
         storage = tensor.untyped_storage()
         if not (tensor.requires_grad and tensor.is_leaf) and storage.data_ptr() not in seen:  # not a weight
             seen.add(storage.data_ptr())
-            counts[kind(tuple(tensor.shape), tensor.dtype)] += storage.nbytes()
+            counts[kind(tuple(tensor.shape), tensor.dtype, tokens)] += storage.nbytes()
         return tensor
 
-    model = build(args)
-    height, width = model.encoder.image_size
-    channels = model.encoder.num_channels
     if args.implementation == "reference":
         import transformers
 
         from benchmarks.train_step import official_init, reference_config
+        from keras_mae.models.presets import preset_config
 
-        config = model.get_config()
+        config = {**preset_config(args.preset), "norm_pix_loss": True}  # as build()
+        size = config["image_size"]
         model = official_init(transformers.ViTMAEForPreTraining(reference_config(config)), config).train()
         dtype = getattr(torch, args.dtype_policy.replace("mixed_", ""))
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), torch.autocast(
                 "cpu", dtype=dtype, enabled=args.dtype_policy != "float32"):
-            model(pixel_values=torch.randn(batch, channels, height, width)).loss.backward()
+            model(pixel_values=torch.randn(batch, config["num_channels"], size, size)).loss.backward()
     else:
-        images = torch.randn(batch, height, width, channels)
+        model = build(args)
+        images = torch.randn(batch, *model.encoder.image_size, model.encoder.num_channels)
         model(images[:1])
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), torch.enable_grad():
             model.compute_reconstruction_loss(images, training=True).backward()
-    return counts
+    return counts, None
 
 
 def main():
@@ -117,12 +130,16 @@ def main():
     os.environ["KERAS_BACKEND"] = "jax" if args.implementation == "jax" else "torch"
     small, large = map(int, args.batch_sizes.split(","))
     measure = jax_bytes if args.implementation == "jax" else torch_bytes
-    before, after = measure(args, small), measure(args, large)
-    per_image = {k: (after[k] - before[k]) / (large - small) / 2**20 for k in sorted(set(before) | set(after))}
-    total = sum(v for k, v in per_image.items() if not k.startswith("("))
-    parts = ", ".join(f"{k} {v:.1f}" for k, v in per_image.items())
-    print(f"{args.implementation} {args.preset} {args.dtype_policy}: kept for the backward pass {total:.1f} MiB per "
-          f"image ({parts})")
+    (before, temp_before), (after, temp_after) = measure(args, small), measure(args, large)
+
+    def per_image(a, b):
+        return (b - a) / (large - small) / 2**20
+
+    kinds = {k: per_image(before[k], after[k]) for k in sorted(set(before) | set(after))}
+    parts = ", ".join(f"{k} {v:.1f}" for k, v in kinds.items())
+    xla = "" if temp_before is None else f"; XLA:CPU temp {per_image(temp_before, temp_after):.1f} MiB per image"
+    print(f"{args.implementation} {args.preset} {args.dtype_policy}: kept for the backward pass "
+          f"{sum(kinds.values()):.1f} MiB per image ({parts}){xla}")
 
 
 if __name__ == "__main__":

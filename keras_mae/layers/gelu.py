@@ -5,7 +5,6 @@ import math
 from keras import ops
 
 from keras_mae.layers import fast_form
-from keras_mae.layers.fast_form import uses_torch_kernels
 
 
 def gelu(x):
@@ -23,7 +22,7 @@ def gelu(x):
     >>> [round(float(v), 4) for v in gelu(np.array([-1.0, 0.0, 1.0], "float32"))]
     [-0.1587, 0.0, 0.8413]
     """
-    if uses_torch_kernels():
+    if fast_form.uses_torch_kernels():
         return ops.gelu(x, approximate=False)
     return _erf_gelu(x) if fast_form.uses_written_gradients() else _erf_form(x)
 

@@ -4,7 +4,6 @@ import keras
 from keras import ops
 
 from keras_mae.layers import fast_form
-from keras_mae.layers.fast_form import uses_torch_kernels
 
 
 @keras.saving.register_keras_serializable(package="keras_mae")
@@ -31,7 +30,7 @@ class LayerNorm(keras.layers.LayerNormalization):
         super().__init__(axis=axis, center=center, scale=scale, rms_scaling=rms_scaling, **kwargs)
 
     def call(self, inputs):
-        if uses_torch_kernels():
+        if fast_form.uses_torch_kernels():
             return super().call(inputs)
         gamma, beta = ops.cast(self.gamma, "float32"), ops.cast(self.beta, "float32")
         return layer_norm(inputs, gamma, beta, self.epsilon, self.compute_dtype)
