@@ -1,11 +1,13 @@
 """Each app's `--help`: its own and the shared flags, grouped as model, data, recipe and output, with defaults."""
 
+import os
 import re
+import subprocess
 
 import pytest
 
 from apps import help_groups
-from tests.run_app import backend_independent, run_app
+from tests.run_app import ROOT, app_command, backend_independent
 
 APPS = ("pretrain.py", "linear_probe.py", "finetune.py", "evaluate.py", "visualize.py", "make_screening_folder.py")
 
@@ -22,12 +24,26 @@ def _groups(text):
     return groups
 
 
+@pytest.fixture(scope="module")
+def help_texts():
+    """{app: its `--help` output}, the apps started together (each spends seconds on its imports)."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    jobs = {script: subprocess.Popen(app_command(script, "--help"), cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True) for script in APPS}
+    texts = {}
+    for script, job in jobs.items():
+        out, err = job.communicate(timeout=300)
+        assert job.returncode == 0, f"{script} --help: exit {job.returncode}\n{err[-3000:]}"
+        texts[script] = out
+    return texts
+
+
 @backend_independent
 @pytest.mark.parametrize("script", APPS)
-def test_help_lists_every_app_flag_by_group(script):
-    result = run_app(script, "--help", timeout=120)
-    groups = _groups(result.stdout)
-    assert list(groups) == [g for g in help_groups.GROUPS if g in groups], result.stdout
+def test_help_lists_every_app_flag_by_group(script, help_texts):
+    text = help_texts[script]
+    groups = _groups(text)
+    assert list(groups) == [g for g in help_groups.GROUPS if g in groups], text
     assert "other" not in groups, f"flags missing from help_groups.GROUPS: {groups.get('other')}"
     listed = [name for names in groups.values() for name in names]
     assert len(listed) == len(set(listed))
@@ -36,12 +52,12 @@ def test_help_lists_every_app_flag_by_group(script):
     assert "workdir" in listed or script in ("make_screening_folder.py", "visualize.py")
     # absl's own flags stay under --helpfull.
     assert not {"logtostderr", "verbosity", "flagfile", "helpfull", "only_check_args"} & set(listed)
-    assert "--helpfull" in result.stdout
+    assert "--helpfull" in text
 
 
 @backend_independent
-def test_help_shows_shared_model_flags_defaults_and_required_workdir():
-    text = run_app("pretrain.py", "--help", timeout=120).stdout
+def test_help_shows_shared_model_flags_defaults_and_required_workdir(help_texts):
+    text = help_texts["pretrain.py"]
     groups = _groups(text)
     assert {"preset", "mask_ratio", "norm_pix_loss", "hidden_dim"} <= set(groups["model"])
     assert {"dataset", "eval_dataset", "val_fraction"} <= set(groups["data"])

@@ -3,7 +3,8 @@
 The app tests run `apps/pretrain.py` in subprocesses on the current backend with the smoke flag
 file (a 1-block model), on a folder of 22 image files made in tmp_path, 4 of them unreadable: one
 uninterrupted 3-epoch run on it is the bad-data test and the reference the crash and NaN tests
-compare with. JAX subprocesses share a compilation cache in tmp_path, so only the first compiles.
+compare with. JAX subprocesses share the session's compilation cache (conftest.py), so only the
+first compiles.
 """
 
 import glob
@@ -94,13 +95,8 @@ print(json.dumps(results))
 
 
 @pytest.fixture(scope="module")
-def app_env(tmp_path_factory):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    if keras.backend.backend() == "jax":
-        cache = str(tmp_path_factory.mktemp("jax_compilation_cache"))
-        env.update(JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-                   JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
-    return env
+def app_env():
+    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")  # JAX's compilation cache: the session's (conftest.py)
 
 
 def pretrain(workdir, *args, python=(), env=None):
@@ -423,9 +419,16 @@ def test_bad_input_is_one_sentence_before_training(tmp_path, app_env):
     (unreadable_folder / "b.png").write_text("text")
     empty_npz = str(tmp_path / "empty.npz")
     np.savez(empty_npz)
-    # (flags, free disk bytes or None, what the one line must say); test_pretrain_app.py has the
-    # unknown preset, indivisible image size, missing folder and unknown flag.
+    # (flags, free disk bytes or None, what the one line must say).
     cases = [
+        (["--preset=mae_vit_gigantic"], None, "Unknown preset 'mae_vit_gigantic'"),
+        (["--mask_ratio=1.2"], None, "--mask_ratio must be in [0, 1). Received: --mask_ratio=1.2"),
+        (["--base_lr=-1"], None, "--base_lr must be in (0, inf). Received: --base_lr=-1.0"),
+        (["--drop_path_rate=1.5"], None, "--drop_path_rate must be in [0, 1). Received: --drop_path_rate=1.5"),
+        (["--num_reconstructions=0"], None, "--num_reconstructions must be in [1, inf)"),
+        (["--image_size=30"], None, "not divisible by patch_size=4"),
+        (["--dataset=/no/such/folder"], None, "/no/such/folder"),
+        (["--batch_sise=3"], None, "Unknown command line flag 'batch_sise'"),
         (["--dataset="], None, "Unknown dataset ''"),
         ([f"--dataset={empty_folder}"], None, f"No images found under '{empty_folder}'"),
         ([f"--dataset={unreadable_folder}"], None, f"None of the 2 image files under '{unreadable_folder}'"),
