@@ -26,13 +26,14 @@ sys.path.insert(0, ROOT)
 
 def token_counts(preset):
     """The encoder's and the decoder's sequence lengths in training (visible patches + 1, all patches + 1)."""
+    from keras_mae.layers.random_masking import num_kept
     from keras_mae.models.presets import preset_config
 
     config = preset_config(preset)
     size = config["image_size"]
     height, width = (size, size) if isinstance(size, int) else size
     patches = (height // config["patch_size"]) * (width // config["patch_size"])
-    return {int(patches * (1 - config.get("mask_ratio", 0.75))) + 1, patches + 1}
+    return {num_kept(patches, config.get("mask_ratio", 0.75)) + 1, patches + 1}
 
 
 def kind(shape, dtype, tokens):
@@ -74,10 +75,10 @@ def jax_bytes(args, batch):
 
     values = [v.value for v in variables]
     _, backward = jax.vjp(loss, values, images)
-    counts = collections.Counter()
+    counts, tokens = collections.Counter(), token_counts(args.preset)
     for leaf in jax.tree_util.tree_leaves(backward):
         if hasattr(leaf, "nbytes"):
-            counts[kind(leaf.shape, leaf.dtype, token_counts(args.preset))] += leaf.nbytes
+            counts[kind(leaf.shape, leaf.dtype, tokens)] += leaf.nbytes
     compiled = jax.jit(jax.value_and_grad(loss)).lower(values, images).compile()
     return counts, compiled.memory_analysis().temp_size_in_bytes
 
