@@ -1,5 +1,6 @@
 """The one way the tests run an app or a script: a subprocess from the repository root on the current backend."""
 
+import json
 import os
 import subprocess
 import sys
@@ -34,6 +35,46 @@ def run(command, check=True, timeout=400, env=None):
 def run_app(script, *args, check=True, timeout=400, env=None):
     """`run(app_command(script, *args))`: the CompletedProcess."""
     return run(app_command(script, *args), check=check, timeout=timeout, env=env)
+
+
+# Runs pretrain.py's main through absl's app.run once per case, in one process (a fresh process per case costs
+# seconds of imports): argv[1] is JSON [{"argv": [...], "free_bytes": int or null}]; free_bytes, when set, is what
+# `shutil.disk_usage` reports as free during that case. Prints one JSON line [{"code": ..., "stderr": ...}].
+PRETRAIN_MAIN_DRIVER = f"""
+import contextlib, io, json, runpy, shutil, sys, traceback
+sys.path.insert(0, {APPS!r})
+from absl import app, flags
+cases = json.loads(sys.argv[1])
+sys.argv = [{os.path.join(APPS, "pretrain.py")!r}]
+pretrain = runpy.run_path(sys.argv[0])
+disk_usage = shutil.disk_usage
+results = []
+for case in cases:
+    flags.FLAGS.unparse_flags()
+    if case.get("free_bytes") is not None:
+        shutil.disk_usage = lambda path: disk_usage(path)._replace(free=case["free_bytes"])
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            app.run(pretrain["common"].run_main(pretrain["main"]), argv=["pretrain.py", *case["argv"]])
+            code = 0
+        except SystemExit as error:
+            code = error.code
+        except BaseException:
+            traceback.print_exc()
+            code = "uncaught exception"
+    shutil.disk_usage = disk_usage
+    results.append({{"code": code, "stderr": stderr.getvalue()}})
+print(json.dumps(results))
+"""
+
+
+def run_pretrain_main(cases, timeout=600, env=None):
+    """`apps/pretrain.py` once per case in one process (`PRETRAIN_MAIN_DRIVER`): for cases that stop before
+    training (refused flags or input), each {"argv": [...], "free_bytes": int, optional}. A list of
+    {"code": exit code, "stderr": text} in the cases' order."""
+    result = run([sys.executable, "-c", PRETRAIN_MAIN_DRIVER, json.dumps(cases)], timeout=timeout, env=env)
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def _can_mount_a_small_disk():

@@ -3,6 +3,7 @@ each equals one process on the same global batch."""
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import keras
 import numpy as np
@@ -115,22 +116,32 @@ def test_downstream_apps_under_ddp_train_once_and_evaluate_exactly(tmp_path):
     encoder.save(tmp_path / "encoder.keras")
     data_flags = [f"--dataset={data_path}", "--train_split=train", "--eval_split=test"]
     # 21 test images in batches of 6: the last batch is partial, the two processes' shares uneven (12 and 9).
-    probe = tmp_path / "probe"
-    multiprocess.check(multiprocess.launch(
-        "linear_probe.py", f"--encoder={tmp_path / 'encoder.keras'}", *data_flags, "--epochs=2", "--warmup_epochs=0",
-        "--batch_size=16", "--features_batch_size=6", "--verbose=0", f"--workdir={probe}", "--distribution=ddp"))
-    tuned = tmp_path / "finetune"
-    multiprocess.check(multiprocess.launch(
-        "finetune.py", f"--encoder={tmp_path / 'encoder.keras'}", *data_flags, "--epochs=1", "--warmup_epochs=0",
-        "--batch_size=16", "--eval_batch_size=6", "--verbose=0", f"--workdir={tuned}", "--distribution=ddp"))
+    # Jobs that do not depend on each other run at the same time (most of each process is imports).
+    probe, tuned, double = tmp_path / "probe", tmp_path / "finetune", tmp_path / "evaluate_ddp"
+    with ThreadPoolExecutor(3) as pool:
+        jobs = [pool.submit(multiprocess.launch, "linear_probe.py", f"--encoder={tmp_path / 'encoder.keras'}",
+                            *data_flags, "--epochs=2", "--warmup_epochs=0", "--batch_size=16",
+                            "--features_batch_size=6", "--verbose=0", f"--workdir={probe}", "--distribution=ddp"),
+                pool.submit(multiprocess.launch, "finetune.py", f"--encoder={tmp_path / 'encoder.keras'}",
+                            *data_flags, "--epochs=1", "--warmup_epochs=0", "--batch_size=16", "--eval_batch_size=6",
+                            "--verbose=0", f"--workdir={tuned}", "--distribution=ddp")]
+        for job in jobs:
+            multiprocess.check(job.result())
+        # Then each model evaluated by one process, and evaluate.py itself across two processes.
+        singles = [pool.submit(run_app, "evaluate.py", f"--model={workdir / model}", *data_flags, "--batch_size=6",
+                               f"--workdir={tmp_path / f'{workdir.name}_single'}")
+                   for workdir, model in ((probe, "probe.keras"), (tuned, "classifier.keras"))]
+        evaluate_ddp = pool.submit(multiprocess.launch, "evaluate.py", f"--model={probe / 'probe.keras'}",
+                                   *data_flags, "--batch_size=6", f"--workdir={double}", "--distribution=ddp")
+        for job in singles:
+            job.result()
+        multiprocess.check(evaluate_ddp.result())
     assert [json.loads(line)["epoch"] for line in (probe / "log.jsonl").read_text().splitlines()] == [1, 2]
 
-    for workdir, model, result, metric in ((probe, "probe.keras", "linear_probe.json", ("pretrained", "top1")),
-                                           (tuned, "classifier.keras", "finetune.json", ("top1",))):
+    for workdir, result, metric in ((probe, "linear_probe.json", ("pretrained", "top1")),
+                                    (tuned, "finetune.json", ("top1",))):
         # The job's evaluate (metric states summed over the processes) equals one process evaluating its model.
-        single = tmp_path / f"{workdir.name}_single"
-        run_app("evaluate.py", f"--model={workdir / model}", *data_flags, "--batch_size=6", f"--workdir={single}")
-        report = _read_json(single / "report.json")
+        report = _read_json(tmp_path / f"{workdir.name}_single" / "report.json")
         recorded = _read_json(workdir / result)
         for key in metric:
             recorded = recorded[key]
@@ -139,11 +150,8 @@ def test_downstream_apps_under_ddp_train_once_and_evaluate_exactly(tmp_path):
         # The job's report, from every process's predictions, is the one process's.
         assert _read_json(workdir / "report" / "report.json")["accuracy"] == report["accuracy"]
 
-    # evaluate.py itself across two processes: one process's report and predictions, image by image (the
+    # evaluate.py across two processes gives one process's report and predictions, image by image (the
     # probabilities to float rounding: the processes' forward passes run on batches of 3, not 6).
-    double = tmp_path / "evaluate_ddp"
-    multiprocess.check(multiprocess.launch("evaluate.py", f"--model={probe / 'probe.keras'}", *data_flags,
-                                           "--batch_size=6", f"--workdir={double}", "--distribution=ddp"))
     single = tmp_path / "probe_single"
     _assert_close(_read_json(double / "report.json"), _read_json(single / "report.json"))
     rows = [np.genfromtxt(d / "predictions.csv", delimiter=",", skip_header=1) for d in (double, single)]

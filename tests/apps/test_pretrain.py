@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.run_app import APPS, FASHION_MNIST, ROOT, app_command, backend_independent, run, run_app
+from tests.run_app import APPS, FASHION_MNIST, ROOT, app_command, backend_independent, run, run_app, run_pretrain_main
 
 needs_data = pytest.mark.skipif(not os.path.exists(FASHION_MNIST), reason="apt-get install dataset-fashion-mnist")
 
@@ -139,16 +139,19 @@ def test_resume_refuses_flags_that_would_mix_two_runs(tmp_path):
     workdir = str(tmp_path / "run")
     run(pretrain_command(workdir))
     recorded = json.loads(open(os.path.join(workdir, "run.json")).read())
-    for args, message in [
+    # (flags, what the refusal says). Refusals come before any training, so they run in one process.
+    cases = [
         (("--batch_size=4",), "trained with other flags (--batch_size=8 -> --batch_size=4); resume with its flags "
                               f"(--flagfile={os.path.join(workdir, 'flags.txt')}), pass a new --workdir, or "
                               "--allow_flag_change=batch_size to change them"),
         (("--epochs=2", "--nonorm_pix_loss"), "(--epochs=1 -> --epochs=2; --norm_pix_loss -> --nonorm_pix_loss)"),
         (("--hidden_dim=96", "--allow_flag_change=hidden_dim"), "holds checkpoints of another model (no --hidden_dim "
                                                                 "-> --hidden_dim=96); pass a new --workdir"),
-    ]:
-        result = run(pretrain_command(workdir, *args), check=False)
-        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
+    ]
+    results = run_pretrain_main([{"argv": pretrain_command(workdir, *args)[2:]} for args, _ in cases])
+    for (args, message), result in zip(cases, results, strict=True):
+        assert result["code"] == 2 and message in result["stderr"], (args, result)
+        assert "Traceback" not in result["stderr"], (args, result["stderr"])
     # Allowed changes resume, and run.json keeps the statistics the checkpoints were trained with.
     images = np.random.default_rng(0).integers(0, 80, (64, 28, 28), dtype=np.uint8)
     np.savez(tmp_path / "dark.npz", x=images, y=np.arange(64) % 4)

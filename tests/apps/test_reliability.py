@@ -25,7 +25,7 @@ from PIL import Image
 
 import keras_mae
 from keras_mae import callbacks, data, optimizers
-from tests.run_app import APPS, ROOT, backend_independent, on_small_disk, run, small_disk
+from tests.run_app import APPS, ROOT, backend_independent, on_small_disk, run, run_pretrain_main, small_disk
 
 SMOKE = os.path.join(APPS, "configs", "smoke.flags")
 # 3 epochs of 4 steps of 4 of the folder's 18 readable images, RGB; no reconstruction summaries (their
@@ -59,37 +59,6 @@ TrainingLog.on_train_batch_end = on_train_batch_end
 sys.argv = [{os.path.join(APPS, "pretrain.py")!r}, *sys.argv[1:]]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
-
-# Runs pretrain.py's main through absl's app.run once per case in one process (each fresh
-# process costs seconds of imports): argv JSON [{"argv": [...], "free_bytes": int or null}].
-BAD_INPUT_DRIVER = f"""
-import contextlib, io, json, runpy, shutil, sys, traceback
-sys.path.insert(0, {APPS!r})
-from absl import app, flags
-cases = json.loads(sys.argv[1])
-sys.argv = [{os.path.join(APPS, "pretrain.py")!r}]
-pretrain = runpy.run_path(sys.argv[0])
-disk_usage = shutil.disk_usage
-results = []
-for case in cases:
-    flags.FLAGS.unparse_flags()
-    if case["free_bytes"] is not None:
-        shutil.disk_usage = lambda path: disk_usage(path)._replace(free=case["free_bytes"])
-    stderr = io.StringIO()
-    with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            app.run(pretrain["common"].run_main(pretrain["main"]), argv=["pretrain.py", *case["argv"]])
-            code = 0
-        except SystemExit as error:
-            code = error.code
-        except BaseException:
-            traceback.print_exc()
-            code = "uncaught exception"
-    shutil.disk_usage = disk_usage
-    results.append({{"code": code, "stderr": stderr.getvalue()}})
-print(json.dumps(results))
-"""
-
 
 # === Helpers ===
 
@@ -444,9 +413,8 @@ def test_bad_input_is_one_sentence_before_training(tmp_path, app_env):
     ]
     runs = [{"argv": [f"--flagfile={SMOKE}", f"--workdir={tmp_path / f'run_{i}'}", *argv], "free_bytes": free}
             for i, (argv, free, _) in enumerate(cases)]
-    driver = run([sys.executable, "-c", BAD_INPUT_DRIVER, json.dumps(runs)], timeout=600, env=app_env)
-    results = json.loads(driver.stdout.strip().splitlines()[-1])
-    for i, ((argv, _, message), result) in enumerate(zip(cases, results)):
+    results = run_pretrain_main(runs, env=app_env)
+    for i, ((argv, _, message), result) in enumerate(zip(cases, results, strict=True)):
         lines = [line for line in result["stderr"].splitlines() if line.strip()]
         assert result["code"] not in (0, None), (argv, result)
         assert "Traceback" not in result["stderr"], (argv, result["stderr"])
