@@ -51,12 +51,13 @@ disk_usage = shutil.disk_usage
 results = []
 for case in cases:
     flags.FLAGS.unparse_flags()
+    sys.argv = [sys.argv[0], *case["argv"]]  # as a fresh process would see them (the --flagfile check reads them)
     if case.get("free_bytes") is not None:
         shutil.disk_usage = lambda path: disk_usage(path)._replace(free=case["free_bytes"])
     stderr = io.StringIO()
     with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
         try:
-            app.run(pretrain["common"].run_main(pretrain["main"]), argv=["pretrain.py", *case["argv"]])
+            app.run(pretrain["common"].run_main(pretrain["main"]), argv=sys.argv)
             code = 0
         except SystemExit as error:
             code = error.code
