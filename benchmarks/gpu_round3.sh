@@ -15,7 +15,8 @@
 #   5. batch 64, where the eager torch backend was 0.56-0.72x (host-bound): torch eager (its attention now calls
 #      F.scaled_dot_product_attention itself, keras_mae/layers/torch_attention.py), torch+jit, jax and the reference.
 # Needs python3 with CUDA torch, jax, transformers, pytest and keras (carried as wheels: keras, namex, optree; see
-# /work/.library/device/README.md). No TensorFlow.
+# /work/.library/device/README.md). No TensorFlow: tests/test_runs_without_tensorflow.py checks on the CPU that
+# train_step.py runs without it.
 #   benchmarks/gpu_round3.sh OUTDIR            # then, if parts were skipped: FIRST_PART=4 benchmarks/gpu_round3.sh OUTDIR
 set -u -o pipefail
 out=${1:-.}
