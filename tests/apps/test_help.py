@@ -1,13 +1,12 @@
 """Each app's `--help`: its own and the shared flags, grouped as model, data, recipe and output, with defaults."""
 
-import os
 import re
-import subprocess
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from apps import help_groups
-from tests.run_app import ROOT, app_command, backend_independent
+from tests.run_app import backend_independent, run_app
 
 APPS = ("pretrain.py", "linear_probe.py", "finetune.py", "evaluate.py", "visualize.py", "make_screening_folder.py")
 
@@ -27,15 +26,9 @@ def _groups(text):
 @pytest.fixture(scope="module")
 def help_texts():
     """{app: its `--help` output}, the apps started together (each spends seconds on its imports)."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    jobs = {script: subprocess.Popen(app_command(script, "--help"), cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True) for script in APPS}
-    texts = {}
-    for script, job in jobs.items():
-        out, err = job.communicate(timeout=300)
-        assert job.returncode == 0, f"{script} --help: exit {job.returncode}\n{err[-3000:]}"
-        texts[script] = out
-    return texts
+    with ThreadPoolExecutor(len(APPS)) as pool:
+        results = pool.map(lambda script: run_app(script, "--help", timeout=300), APPS)
+        return {script: result.stdout for script, result in zip(APPS, results)}
 
 
 @backend_independent

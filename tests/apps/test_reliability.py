@@ -63,15 +63,10 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 # === Helpers ===
 
 
-@pytest.fixture(scope="module")
-def app_env():
-    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")  # JAX's compilation cache: the session's (conftest.py)
-
-
-def pretrain(workdir, *args, python=(), env=None):
+def pretrain(workdir, *args, python=()):
     command = [sys.executable, *python, *(() if python else (os.path.join(APPS, "pretrain.py"),)),
                f"--flagfile={SMOKE}", f"--workdir={workdir}", *args]
-    return run(command, check=False, timeout=600, env=env)
+    return run(command, check=False, timeout=600)
 
 
 def check(result):
@@ -130,10 +125,10 @@ def bad_folder(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def reference_run(tmp_path_factory, bad_folder, app_env):
+def reference_run(tmp_path_factory, bad_folder):
     """An uninterrupted 3-epoch run on the bad folder: (workdir, its stderr); read-only for the tests."""
     workdir = str(tmp_path_factory.mktemp("reference") / "run")
-    result = check(pretrain(workdir, f"--dataset={bad_folder[0]}", *RUN_ARGS, env=app_env))
+    result = check(pretrain(workdir, f"--dataset={bad_folder[0]}", *RUN_ARGS))
     return workdir, result.stderr
 
 
@@ -157,16 +152,15 @@ def test_epoch_e_batches_depend_only_on_seed_and_e(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.faults
-def test_sigkill_mid_epoch_then_same_command_resumes_exactly(tmp_path, reference_run, bad_folder, app_env,
-                                                             tiny_config):
+def test_sigkill_mid_epoch_then_same_command_resumes_exactly(tmp_path, reference_run, bad_folder, tiny_config):
     reference_run, _ = reference_run
     args = (f"--dataset={bad_folder[0]}", *RUN_ARGS)
     workdir = str(tmp_path / "killed")
-    killed = pretrain(workdir, *args, python=("-c", KILLER, "SIGKILL", str(KILL_AT_STEP)), env=app_env)
+    killed = pretrain(workdir, *args, python=("-c", KILLER, "SIGKILL", str(KILL_AT_STEP)))
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert [epoch for epoch, _ in callbacks.complete_checkpoints(os.path.join(workdir, "checkpoints"))] == [1]
 
-    result = check(pretrain(workdir, *args, env=app_env))  # The same command again.
+    result = check(pretrain(workdir, *args))  # The same command again.
     assert "Resuming from epoch 1 (step 4)" in result.stdout
     expected, resumed = read_log(reference_run), read_log(workdir)
     assert [r["epoch"] for r in resumed] == [1, 2, 3]
@@ -193,13 +187,13 @@ def assert_same_final_checkpoint(workdir, reference_run):
 # SIGINT takes the same path as SIGTERM once caught: checked on one backend.
 @pytest.mark.parametrize("signal_name", ["SIGTERM", pytest.param("SIGINT", marks=backend_independent)])
 def test_preemption_checkpoints_mid_epoch_and_the_same_command_resumes_exactly(tmp_path, reference_run, bad_folder,
-                                                                              app_env, signal_name):
+                                                                              signal_name):
     if signal_name == "SIGINT" and keras.backend.backend() != "torch":
         pytest.skip("the signal's handling is the backend's; SIGINT (same handler as SIGTERM) on torch only")
     reference_run, _ = reference_run
     args = (f"--dataset={bad_folder[0]}", *RUN_ARGS)
     workdir = str(tmp_path / "preempted")
-    stopped = pretrain(workdir, *args, python=("-c", KILLER, signal_name, str(KILL_AT_STEP)), env=app_env)
+    stopped = pretrain(workdir, *args, python=("-c", KILLER, signal_name, str(KILL_AT_STEP)))
     signum = getattr(signal, signal_name)
     assert stopped.returncode == 128 + signum, stopped.stderr[-3000:]
     message = [line for line in stopped.stderr.splitlines() if line.startswith("pretrain.py:")]
@@ -211,7 +205,7 @@ def test_preemption_checkpoints_mid_epoch_and_the_same_command_resumes_exactly(t
     assert [(r["epoch"], r["step_in_epoch"], r["step"]) for r in records] == [(1, 0, 4), (1, 2, 6)]
     assert [r["epoch"] for r in read_log(workdir)] == [1]  # no row for the unfinished epoch
 
-    result = check(pretrain(workdir, *args, env=app_env))  # The same command again.
+    result = check(pretrain(workdir, *args))  # The same command again.
     assert "Resuming from epoch 1, 2 steps into epoch 2 (step 6)" in result.stdout
     resumed, expected = read_log(workdir), read_log(reference_run)
     assert [(r["epoch"], r["step"]) for r in resumed] == [(r["epoch"], r["step"]) for r in expected]
@@ -225,16 +219,16 @@ def test_preemption_checkpoints_mid_epoch_and_the_same_command_resumes_exactly(t
 @backend_independent  # the step checkpoint's save is test_preemption's on every backend
 @pytest.mark.slow
 @pytest.mark.faults
-def test_checkpoint_every_steps_resumes_a_crash_from_inside_the_epoch(tmp_path, reference_run, bad_folder, app_env):
+def test_checkpoint_every_steps_resumes_a_crash_from_inside_the_epoch(tmp_path, reference_run, bad_folder):
     reference_run, _ = reference_run
     args = (f"--dataset={bad_folder[0]}", *RUN_ARGS, "--checkpoint_every_steps=3")
     workdir = str(tmp_path / "killed")
-    killed = pretrain(workdir, *args, python=("-c", KILLER, "SIGKILL", "8"), env=app_env)  # the end of epoch 2
+    killed = pretrain(workdir, *args, python=("-c", KILLER, "SIGKILL", "8"))  # the end of epoch 2
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     records = callbacks.checkpoint_records(os.path.join(workdir, "checkpoints"))
     # Epoch 1's and step 6's (step 3's was deleted once epoch 1's was complete); none at step 8, killed first.
     assert [(r["epoch"], r["step_in_epoch"]) for r in records] == [(1, 0), (1, 2)]
-    result = check(pretrain(workdir, *args, env=app_env))
+    result = check(pretrain(workdir, *args))
     assert "Resuming from epoch 1, 2 steps into epoch 2 (step 6)" in result.stdout
     assert_same_final_checkpoint(workdir, reference_run)
 
@@ -243,8 +237,7 @@ def test_checkpoint_every_steps_resumes_a_crash_from_inside_the_epoch(tmp_path, 
 @backend_independent  # the writes are tests/utils/test_disk_space.py's on every backend
 @pytest.mark.slow
 @pytest.mark.faults
-def test_a_disk_that_fills_during_the_run_stops_in_one_line_and_the_run_resumes(tmp_path, reference_run,
-                                                                                bad_folder, app_env):
+def test_a_disk_that_fills_during_the_run_stops_in_one_line_and_the_run_resumes(tmp_path, reference_run, bad_folder):
     reference_run, _ = reference_run
     args = (f"--dataset={bad_folder[0]}", *RUN_ARGS)
     disk, copy = str(tmp_path / "disk"), str(tmp_path / "copy")
@@ -252,7 +245,7 @@ def test_a_disk_that_fills_during_the_run_stops_in_one_line_and_the_run_resumes(
     workdir = os.path.join(disk, "run")
     command = [sys.executable, "-c", KILLER, "FILL_DISK", str(KILL_AT_STEP), f"--flagfile={SMOKE}",
                f"--workdir={workdir}", *args]
-    full = run(on_small_disk(command, disk, size_mb=64, copy_to=copy), check=False, timeout=600, env=app_env)
+    full = run(on_small_disk(command, disk, size_mb=64, copy_to=copy), check=False, timeout=600)
     assert full.returncode == 1, full.stderr[-3000:]  # not 139: no crash
     errors = [line for line in full.stderr.splitlines() if line.startswith("pretrain.py:")]
     assert len(errors) == 1 and errors[0].startswith(
@@ -265,7 +258,7 @@ def test_a_disk_that_fills_during_the_run_stops_in_one_line_and_the_run_resumes(
     # With space again (here: the workdir copied to a roomy disk), the same command resumes from epoch 1 and
     # ends where an uninterrupted run does.
     os.remove(os.path.join(copied, "filler"))
-    check(pretrain(copied, *args, env=app_env))
+    check(pretrain(copied, *args))
     assert_same_final_checkpoint(copied, reference_run)
 
 
@@ -378,7 +371,7 @@ def test_bad_image_folder_trains_and_names_the_skipped_files(reference_run, bad_
 
 @backend_independent  # flags and files
 @pytest.mark.slow
-def test_bad_input_is_one_sentence_before_training(tmp_path, app_env):
+def test_bad_input_is_one_sentence_before_training(tmp_path):
     empty_folder, a_file = tmp_path / "empty", tmp_path / "a_file"
     empty_folder.mkdir()
     a_file.write_text("a regular file\n")
@@ -413,7 +406,7 @@ def test_bad_input_is_one_sentence_before_training(tmp_path, app_env):
     ]
     runs = [{"argv": [f"--flagfile={SMOKE}", f"--workdir={tmp_path / f'run_{i}'}", *argv], "free_bytes": free}
             for i, (argv, free, _) in enumerate(cases)]
-    results = run_pretrain_main(runs, env=app_env)
+    results = run_pretrain_main(runs)
     for i, ((argv, _, message), result) in enumerate(zip(cases, results, strict=True)):
         lines = [line for line in result["stderr"].splitlines() if line.strip()]
         assert result["code"] not in (0, None), (argv, result)
@@ -448,14 +441,14 @@ def test_check_workdir_names_the_space_needed_and_the_fix(tmp_path, monkeypatch)
 
 @pytest.mark.slow
 def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path, reference_run,
-                                                                                   bad_folder, app_env):
+                                                                                   bad_folder):
     workdir = str(tmp_path / "run")
     shutil.copytree(reference_run[0], workdir)
     last_good = os.path.join(workdir, "checkpoints", "epoch_0003.weights.h5")
     digest = sha256(last_good)
     # Epochs 1-3 trained well; epoch 4 at an absurd learning rate blows up.
     result = pretrain(workdir, f"--dataset={bad_folder[0]}", *RUN_ARGS, "--epochs=4", "--lr=1e30",
-                      "--allow_flag_change=epochs,lr", env=app_env)
+                      "--allow_flag_change=epochs,lr")
     assert result.returncode != 0 and "Traceback" not in result.stderr
     match = re.search(r"Loss became (nan|inf|-inf) at step (\d+); training stopped, the last good checkpoint is kept",
                       result.stderr)
