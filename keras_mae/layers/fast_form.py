@@ -8,7 +8,9 @@ tensorflow on a CPU (a graph without XLA there, Keras's choice) showed no
 measurable difference between them and Keras's generic ones; on a GPU or TPU, XLA takes the fused attention
 kernel and the written-out forms elsewhere. Outside torch, `LayerNorm` and
 `gelu` also have written-out gradients that keep only their input for the
-backward pass, as torch's kernels do (`WRITTEN_GRADIENTS`).
+backward pass, as torch's kernels do, and so does the written-out attention
+of XLA:CPU: it keeps q, k and v and recomputes the probabilities, as flash
+attention does (`WRITTEN_GRADIENTS`).
 """
 
 import keras
@@ -16,7 +18,7 @@ import keras
 TORCH = "torch"
 XLA_CPU = "xla_cpu"
 XLA_ACCELERATOR = "xla_accelerator"
-# The written-out gradients of `LayerNorm` and `gelu` (the default); False: autodiff of the same forward pass, which
+# The written-out gradients of `LayerNorm`, `gelu` and XLA:CPU's `attention` (the default); False: autodiff of the same forward pass, which
 # `benchmarks/train_step.py`'s `+autodiff` variants and the tests compare against.
 WRITTEN_GRADIENTS = True
 
@@ -56,5 +58,6 @@ def uses_fused_attention():
 
 
 def uses_written_gradients():
-    """True where `LayerNorm` and `gelu` differentiate by their written-out gradients (not on torch)."""
+    """True where `LayerNorm`, `gelu` and the written-out `attention` differentiate by their written-out gradients
+    (not on torch)."""
     return WRITTEN_GRADIENTS and not uses_torch_kernels()

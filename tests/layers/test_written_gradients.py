@@ -1,4 +1,5 @@
-"""`LayerNorm` and `gelu` outside torch: written-out gradients equal Keras's own layers' and keep only the input."""
+"""`LayerNorm`, `gelu` and CPU `attention` outside torch: written-out gradients equal Keras's own layers' and keep
+only the input (and row statistics)."""
 
 import importlib
 
@@ -10,19 +11,20 @@ from keras import ops
 from keras_mae import layers
 
 layer_norm_module = importlib.import_module("keras_mae.layers.layer_norm")
+attention_module = importlib.import_module("keras_mae.layers.attention")
 
 FORMS = ["xla_cpu", "xla_accelerator"]
 jax_only = pytest.mark.skipif(keras.backend.backend() != "jax", reason="jax.vjp shows what the backward pass keeps")
 
 
-def _one_sgd_step(middle, policy):
+def _one_sgd_step(middle, policy, weight_scale=1.0):
     """Weights of Dense -> `middle` -> Dense after one SGD step at learning rate 1: equal weights mean equal gradients,
     the first Dense's included, which takes the gradient through `middle`'s input."""
     keras.config.set_dtype_policy(policy)
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((5, 24)), keras.layers.Dense(24), middle, keras.layers.Dense(3)])
     weights = np.random.default_rng(1)
-    model.set_weights([weights.normal(size=w.shape).astype("float32") for w in model.get_weights()])
+    model.set_weights([(weight_scale * weights.normal(size=w.shape)).astype("float32") for w in model.get_weights()])
     model.compile(optimizer=keras.optimizers.SGD(1.0), loss="mse")
     data = np.random.default_rng(2)  # the same data for every model compared
     x = data.normal(size=(8, 5, 24)).astype("float32")
@@ -46,21 +48,21 @@ def _autodiff(monkeypatch, step):
         return step()
 
 
-def _compare(make_ours, make_keras_own, policy, monkeypatch):
+def _compare(make_ours, make_keras_own, policy, monkeypatch, atol=2e-5, weight_scale=1.0):
     """One SGD step with our layer (written-out gradient), with it under autodiff, and with Keras's own layer.
 
     float32: the three agree to float32 rounding. mixed_bfloat16: bf16 rounding (of the Dense layers around it
     too) moves every run by up to about 0.15 from float32's step, so ours must be as close to float32's as the
     other two are.
     """
-    ours = _one_sgd_step(make_ours(), policy)
-    autodiff = _autodiff(monkeypatch, lambda: _one_sgd_step(make_ours(), policy))
-    theirs = _one_sgd_step(make_keras_own(), policy)
+    ours = _one_sgd_step(make_ours(), policy, weight_scale)
+    autodiff = _autodiff(monkeypatch, lambda: _one_sgd_step(make_ours(), policy, weight_scale))
+    theirs = _one_sgd_step(make_keras_own(), policy, weight_scale)
     if policy == "float32":
-        _assert_same_step(ours, autodiff, 2e-5)
-        _assert_same_step(ours, theirs, 2e-5)
+        _assert_same_step(ours, autodiff, atol)
+        _assert_same_step(ours, theirs, atol)
     else:
-        exact = _one_sgd_step(make_keras_own(), "float32")
+        exact = _one_sgd_step(make_keras_own(), "float32", weight_scale)
 
         def error(weights):
             return max(float(np.abs(a - b).max()) for a, b in zip(weights, exact))
@@ -91,6 +93,36 @@ def test_gelu_gradient_equals_autodiff_and_keras_gelu(form, policy, monkeypatch)
     monkeypatch.setattr(fast_form, "fast_form", lambda: form)
     _compare(lambda: keras.layers.Activation(layers.gelu),
              lambda: keras.layers.Activation(lambda x: ops.gelu(x, approximate=False)), policy, monkeypatch)
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_cpu_attention_gradient_equals_autodiff_and_keras_dot_product_attention(policy, monkeypatch):
+    """On XLA:CPU (jax, tensorflow; forced on torch) `attention` recomputes the probabilities in its backward pass."""
+    from keras_mae.layers import fast_form
+
+    monkeypatch.setattr(fast_form, "fast_form", lambda: fast_form.XLA_CPU)
+    assert not fast_form.uses_fused_attention() and fast_form.uses_written_gradients()
+
+    def keras_own(qkv):  # (batch, 5, 24): 2 heads of 4
+        query, key, value = ops.unstack(ops.reshape(qkv, (-1, 5, 3, 2, 4)), 3, axis=2)
+        return ops.reshape(ops.dot_product_attention(query, key, value, scale=0.5), (-1, 5, 8))
+
+    _compare(lambda: _QKVAttention(lambda qkv: attention_module.attention(qkv, 2)), lambda: _QKVAttention(keras_own),
+             policy, monkeypatch, weight_scale=0.3)  # unit weights saturate the softmax: bf16 noise would decide
+
+
+class _QKVAttention(keras.layers.Layer):
+    """`attention(qkv)` as a layer: (batch, length, 3 dim) -> (batch, length, dim)."""
+
+    def __init__(self, attention):
+        super().__init__()
+        self.attention = attention
+
+    def call(self, qkv):
+        return self.attention(qkv)
+
+    def compute_output_shape(self, shape):
+        return (*shape[:-1], shape[-1] // 3)
 
 
 def test_torch_keeps_its_own_kernels(monkeypatch):
@@ -132,3 +164,21 @@ def test_backward_pass_keeps_only_the_input_and_row_statistics(layer, form, dtyp
     # Autodiff of the same forward keeps at least one more full-size tensor (LayerNorm: float32 copies of the centred
     # and the normalised x).
     assert _autodiff(monkeypatch, kept) >= kept() + x.nbytes
+
+
+@jax_only
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_cpu_attention_keeps_q_k_and_v_not_the_probabilities(dtype, rng, monkeypatch):
+    import jax.numpy as jnp
+
+    from keras_mae.layers import fast_form
+
+    monkeypatch.setattr(fast_form, "fast_form", lambda: fast_form.XLA_CPU)
+    qkv = jnp.asarray(rng.normal(size=(4, 50, 3 * 64)), dtype)  # 4 heads of 16 over 50 tokens
+
+    def kept():
+        return _kept_bytes(lambda x: attention_module.attention(x, 4), qkv)
+
+    assert kept() == qkv.nbytes, kept()  # q, k and v
+    probabilities = 4 * 4 * 50 * 50 * 4  # float32
+    assert _autodiff(monkeypatch, kept) >= kept() + probabilities
