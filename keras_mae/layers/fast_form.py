@@ -18,8 +18,8 @@ import keras
 TORCH = "torch"
 XLA_CPU = "xla_cpu"
 XLA_ACCELERATOR = "xla_accelerator"
-# The written-out gradients of `LayerNorm`, `gelu` and XLA:CPU's `attention` (the default); False: autodiff of the same forward pass, which
-# `benchmarks/train_step.py`'s `+autodiff` variants and the tests compare against.
+# The written-out gradients of `LayerNorm`, `gelu` and XLA:CPU's `attention` (the default); False: autodiff of the
+# same forward pass, which `benchmarks/train_step.py`'s `+autodiff` variants and the tests compare against.
 WRITTEN_GRADIENTS = True
 
 
