@@ -13,7 +13,10 @@
 #   4. the captured step trains as the eager step on CUDA (tests/models/test_torch_captured_step.py; the uncompiled
 #      graph's bitwise check may differ by CUDA's non-deterministic atomics, the compiled one is checked to tolerance);
 #   5. batch 64, where the eager torch backend was 0.56-0.72x (host-bound): torch eager (its attention now calls
-#      F.scaled_dot_product_attention itself, keras_mae/layers/torch_attention.py), torch+jit, jax and the reference.
+#      F.scaled_dot_product_attention itself, keras_mae/layers/torch_attention.py), torch+jit, jax and the reference;
+#   6. jax, ViT-B/16 at 224, bf16, batch 256, as part 2, with the written-out attention whose gradient keeps q, k and
+#      v and recomputes the probabilities (the CPU's form; jax+written): whether it should replace Keras's call where
+#      cuDNN refuses, the fallback part 2's jax+unpadded measures (images/s and peak memory against part 2's rows).
 # Needs python3 with CUDA torch, jax, transformers, pytest and keras (carried as wheels: keras, namex, optree; see
 # /work/.library/device/README.md). No TensorFlow: tests/test_runs_without_tensorflow.py checks on the CPU that
 # train_step.py runs without it.
@@ -49,4 +52,5 @@ part 2 250 jax_padded_batch256 "${VIT_B[@]}" --batch_size=256 --backends=jax,jax
 part 3 190 torch_batch256 "${VIT_B[@]}" --batch_size=256 --backends=torch+jit --reference
 part 4 150 captured_step_tests python3 -m pytest -q -p no:cacheprovider tests/models/test_torch_captured_step.py
 part 5 210 batch64 "${VIT_B[@]}" --batch_size=64 --backends=torch,torch+jit,jax --reference
+part 6 110 jax_written_attention_batch256 "${VIT_B[@]}" --batch_size=256 --backends=jax+written
 echo "done at ${SECONDS}s"

@@ -28,11 +28,12 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# A backend's variants in --backends (torch+jit, jax+unpadded, jax+autodiff): the arguments its process gets, and
-# its label.
+# A backend's variants in --backends (torch+jit, jax+unpadded, jax+autodiff, jax+written): the arguments its process
+# gets, and its label.
 VARIANTS = {"": ([], ""), "jit": (["--jit_compile=true"], " (jit_compile=True)"),
             "unpadded": (["--padded_attention=false"], " (unpadded attention)"),
-            "autodiff": (["--written_gradients=false"], " (autodiff LayerNorm, GELU)")}
+            "autodiff": (["--written_gradients=false"], " (autodiff LayerNorm, GELU)"),
+            "written": (["--fused_attention=false"], " (written-out attention)")}
 sys.path.insert(0, ROOT)
 
 
@@ -153,6 +154,7 @@ def measure_keras(args, config):
     keras.config.set_dtype_policy(args.dtype_policy)
     jax_padded_attention.ENABLED = args.padded_attention
     fast_form.WRITTEN_GRADIENTS = args.written_gradients
+    fast_form.FUSED_ATTENTION = args.fused_attention
     model = keras_mae.MaskedAutoencoder(**config, seed=0)
     # The pretraining app's optimizer (AdamW, beta_2 0.95, wd 0.05 off biases and norms; fused on torch + CPU).
     optimizer = make_pretrain_optimizer(model, 1e-4, weight_decay=0.05, fused=args.fused_adamw)
@@ -339,6 +341,10 @@ def main():
                         help="true (the library's default): LayerNorm and GELU outside torch differentiate by their "
                              "written-out gradients, which keep only their input (keras_mae/layers/fast_form.py); "
                              "false: autodiff of the same forward; jax+autodiff or tensorflow+autodiff gets false")
+    parser.add_argument("--fused_attention", default=True, type=true_or_false,
+                        help="true (the library's default): on a GPU, jax and tensorflow attend with XLA's fused "
+                             "kernel (cuDNN); false: the written-out attention with its recomputing gradient, as on "
+                             "a CPU (keras_mae/layers/fast_form.py); jax+written or tensorflow+written gets false")
     parser.add_argument("--feed", default="auto", choices=["auto", "fit", "resident"],
                         help="fit: a tf.data pipeline; resident: one on-device batch, repeated; "
                              "auto: resident on a GPU, else fit")
@@ -363,9 +369,10 @@ def main():
     for _, backend in roles:
         name, variant = backend.partition("+")[::2]
         if variant not in VARIANTS or (variant == "unpadded" and name != "jax") or (
-                variant == "autodiff" and name == "torch"):
+                variant in ("autodiff", "written") and name == "torch"):
             raise SystemExit(f"--backends: {backend} is not a variant this script runs; use torch+jit, jax+jit "
-                             "(any backend +jit), jax+unpadded, jax+autodiff or tensorflow+autodiff")
+                             "(any backend +jit), jax+unpadded, jax+autodiff, tensorflow+autodiff, jax+written or "
+                             "tensorflow+written")
     results, failed = [], []
     for role, backend in roles:
         backend, variant = backend.partition("+")[::2]  # torch+jit: jit_compile=True; jax+unpadded: no padding

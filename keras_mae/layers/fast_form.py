@@ -21,6 +21,10 @@ XLA_ACCELERATOR = "xla_accelerator"
 # The written-out gradients of `LayerNorm`, `gelu` and XLA:CPU's `attention` (the default); False: autodiff of the
 # same forward pass, which `benchmarks/train_step.py`'s `+autodiff` variants and the tests compare against.
 WRITTEN_GRADIENTS = True
+# The fused attention kernel on accelerators (the default); False: the written-out attention there too, with its
+# recomputing gradient, which `benchmarks/train_step.py`'s `jax+written` variant compares on a GPU. Torch keeps
+# `F.scaled_dot_product_attention` either way.
+FUSED_ATTENTION = True
 
 
 def fast_form():
@@ -53,8 +57,9 @@ def uses_torch_kernels():
 
 
 def uses_fused_attention():
-    """True where `attention` is `keras.ops.dot_product_attention` (torch, and XLA on accelerators)."""
-    return fast_form() != XLA_CPU
+    """True where `attention` is a fused kernel: torch's, and on accelerators XLA's (unless `FUSED_ATTENTION` is off)."""
+    form = fast_form()
+    return form == TORCH or (form == XLA_ACCELERATOR and FUSED_ATTENTION)
 
 
 def uses_written_gradients():

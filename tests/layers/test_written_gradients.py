@@ -95,13 +95,24 @@ def test_gelu_gradient_equals_autodiff_and_keras_gelu(form, policy, monkeypatch)
              lambda: keras.layers.Activation(lambda x: ops.gelu(x, approximate=False)), policy, monkeypatch)
 
 
-@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
-def test_cpu_attention_gradient_equals_autodiff_and_keras_dot_product_attention(policy, monkeypatch):
-    """On XLA:CPU (jax, tensorflow; forced on torch) `attention` recomputes the probabilities in its backward pass."""
+# Where `attention` is written out: XLA:CPU's form, and accelerators' with the fused kernel switched off (the GPU
+# benchmark's jax+written variant).
+WRITTEN_ATTENTION = [("xla_cpu", True), ("xla_accelerator", False)]
+
+
+def _written_attention(monkeypatch, form, fused):
     from keras_mae.layers import fast_form
 
-    monkeypatch.setattr(fast_form, "fast_form", lambda: fast_form.XLA_CPU)
+    monkeypatch.setattr(fast_form, "fast_form", lambda: form)
+    monkeypatch.setattr(fast_form, "FUSED_ATTENTION", fused)
     assert not fast_form.uses_fused_attention() and fast_form.uses_written_gradients()
+
+
+@pytest.mark.parametrize("form, fused", WRITTEN_ATTENTION)
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_written_attention_gradient_equals_autodiff_and_keras_dot_product_attention(form, fused, policy, monkeypatch):
+    """On XLA:CPU (jax, tensorflow; forced on torch) `attention` recomputes the probabilities in its backward pass."""
+    _written_attention(monkeypatch, form, fused)
 
     def keras_own(qkv):  # (batch, 5, 24): 2 heads of 4
         query, key, value = ops.unstack(ops.reshape(qkv, (-1, 5, 3, 2, 4)), 3, axis=2)
@@ -167,13 +178,12 @@ def test_backward_pass_keeps_only_the_input_and_row_statistics(layer, form, dtyp
 
 
 @jax_only
+@pytest.mark.parametrize("form, fused", WRITTEN_ATTENTION)
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_cpu_attention_keeps_q_k_and_v_not_the_probabilities(dtype, rng, monkeypatch):
+def test_written_attention_keeps_q_k_and_v_not_the_probabilities(form, fused, dtype, rng, monkeypatch):
     import jax.numpy as jnp
 
-    from keras_mae.layers import fast_form
-
-    monkeypatch.setattr(fast_form, "fast_form", lambda: fast_form.XLA_CPU)
+    _written_attention(monkeypatch, form, fused)
     qkv = jnp.asarray(rng.normal(size=(4, 50, 3 * 64)), dtype)  # 4 heads of 16 over 50 tokens
 
     def kept():
@@ -182,3 +192,14 @@ def test_cpu_attention_keeps_q_k_and_v_not_the_probabilities(dtype, rng, monkeyp
     assert kept() == qkv.nbytes, kept()  # q, k and v
     probabilities = 4 * 4 * 50 * 50 * 4  # float32
     assert _autodiff(monkeypatch, kept) >= kept() + probabilities
+
+
+def test_the_fused_attention_switch_leaves_the_cpu_and_torch_alone(monkeypatch):
+    from keras_mae.layers import fast_form
+
+    monkeypatch.setattr(fast_form, "FUSED_ATTENTION", False)
+    for form, fused in ((fast_form.XLA_CPU, False), (fast_form.TORCH, True), (fast_form.XLA_ACCELERATOR, False)):
+        monkeypatch.setattr(fast_form, "fast_form", lambda form=form: form)
+        assert fast_form.uses_fused_attention() is fused, form
+    monkeypatch.setattr(fast_form, "FUSED_ATTENTION", True)
+    assert fast_form.uses_fused_attention()  # accelerators' default
