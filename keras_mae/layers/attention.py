@@ -80,10 +80,14 @@ def _written_out(qkv, num_heads, with_probabilities=False):
 
 def _attention_forward(q, k, v):
     """(softmax(q k^T / sqrt(head_dim)) v, the softmax) for q, k, v (B, N, T, H); the softmax in float32."""
-    q = q * ops.shape(q)[-1] ** -0.5
-    logits = ops.cast(ops.matmul(q, ops.swapaxes(k, -1, -2)), "float32")  # softmax in float32, as Keras's
-    probabilities = ops.softmax(logits, axis=-1)
+    probabilities = _probabilities(q, k)[1]
     return ops.matmul(ops.cast(probabilities, v.dtype), v), probabilities
+
+
+def _probabilities(q, k):
+    """(q / sqrt(head_dim), softmax(q k^T / sqrt(head_dim)) in float32, as Keras's)."""
+    q = q * ops.shape(q)[-1] ** -0.5
+    return q, ops.softmax(ops.cast(ops.matmul(q, ops.swapaxes(k, -1, -2)), "float32"), axis=-1)
 
 
 @ops.custom_gradient
@@ -94,14 +98,15 @@ def _recomputing_attention(q, k, v):
     and softmax) instead of keeping them: in a ViT-B/16 MAE in bf16, autodiff
     keeps 30 MiB per image of float32 and bf16 probabilities (BENCHMARKS.md).
     Each step is autodiff's of the forward form, in the same dtypes.
+    `keras.remat` keeps as little, but reruns the whole forward (p v too) and
+    then autodiff: the demo step on jax was 18% slower with it (BENCHMARKS.md).
     """
     out = _attention_forward(q, k, v)[0]
 
     def gradient(*args, upstream=None):
         d_out = args[0] if upstream is None else upstream
         scale = ops.shape(q)[-1] ** -0.5
-        scaled_q = q * scale
-        weights = ops.softmax(ops.cast(ops.matmul(scaled_q, ops.swapaxes(k, -1, -2)), "float32"), axis=-1)
+        scaled_q, weights = _probabilities(q, k)
         d_v = ops.matmul(ops.swapaxes(ops.cast(weights, v.dtype), -1, -2), d_out)
         d_weights = ops.cast(ops.matmul(d_out, ops.swapaxes(v, -1, -2)), "float32")
         d_logits = weights * (d_weights - ops.sum(d_weights * weights, axis=-1, keepdims=True))
