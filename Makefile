@@ -31,10 +31,13 @@ $(FASHION_MNIST):
 
 data: $(FASHION_MNIST)
 
-# pytest once per backend; $(1): extra pytest arguments.
+# pytest once per backend, in $(TEST_WORKERS) worker processes (pytest-xdist; a file's tests stay on one worker, so
+# its module fixtures run once); $(1): extra pytest arguments. Most of an app test is one process importing
+# and compiling on one core, so 2 workers on a 2-core CPU cut a backend's run by about 30% (BENCHMARKS.md).
+TEST_WORKERS ?= 2
 PER_BACKEND = status=0; for backend in $(BACKENDS); do \
 	  echo "=== KERAS_BACKEND=$$backend"; \
-	  KERAS_BACKEND=$$backend $(PY) -m pytest -q $(1) $(PYTEST_ARGS) || status=1; \
+	  KERAS_BACKEND=$$backend $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(1) $(PYTEST_ARGS) || status=1; \
 	done; exit $$status
 
 test: install data
