@@ -20,6 +20,9 @@ they compress like photos) once under `--folder`, then times, with tf.data's pri
 - `pillow`: the PyTorch reference's per-image work (torchvision's RandomResizedCrop on a PIL image: decode,
   crop, bicubic resize to 224), one Python thread.
 
+`--autotune_rounds=N` times only the `pipeline` row, N rounds alternating tf.data's autotuning on (the default)
+and off.
+
 Not a test: numbers go to BENCHMARKS.md. The target (issue 16): 250 images/s per core, so that a 16-core GPU host
 feeds 3,400 images/s.
 """
@@ -60,10 +63,11 @@ def make_folder(folder, num_images, seed=0):
     return sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".jpg"))[:num_images]
 
 
-def with_threads(dataset, threads):
+def with_threads(dataset, threads, autotune=True):
     options = tf.data.Options()
     options.threading.private_threadpool_size = threads
     options.threading.max_intra_op_parallelism = 1
+    options.autotune.enabled = autotune
     return dataset.with_options(options)
 
 
@@ -100,9 +104,10 @@ def make_records(files, data_dir):
     return f"tfds:{name}"
 
 
-def pipeline_rate(folder, num_images, threads, batch_size=64, window_decode=True, data_dir=None, repeats=2):
+def pipeline_rate(folder, num_images, threads, batch_size=64, window_decode=True, data_dir=None, repeats=2,
+                  autotune=True):
     """Images/s of the pretraining pipeline on `folder` (a path or `tfds:NAME`, in `data_dir`); `window_decode=False`:
-    the same batches, each JPEG decoded whole."""
+    the same batches, each JPEG decoded whole; `autotune=False`: with tf.data's autotuning off."""
     import dataclasses
 
     from keras_mae.data import load_source, make_pretrain_dataset
@@ -112,7 +117,7 @@ def pipeline_rate(folder, num_images, threads, batch_size=64, window_decode=True
         source = dataclasses.replace(source, crop_decode_fn=None)
     steps = num_images // batch_size
     dataset = make_pretrain_dataset(source, 224, batch_size, seed=0, steps_per_epoch=steps)
-    return rate(with_threads(dataset, threads), steps * batch_size, repeats)
+    return rate(with_threads(dataset, threads, autotune), steps * batch_size, repeats)
 
 
 def decode_rates(files, threads, seed=0):
@@ -174,8 +179,19 @@ def main():
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--records_dir", default="/tmp/keras_mae_jpeg_records",
                         help="Where the folder's JPEGs are written as TFDS records (the `tfds:` rows); '' skips them.")
+    parser.add_argument("--autotune_rounds", type=int, default=0,
+                        help="Only the `pipeline` row, this many rounds alternating tf.data's autotuning on and off.")
     args = parser.parse_args()
     files = make_folder(args.folder, args.num_images)
+    if args.autotune_rounds:
+        rows = []
+        for round_ in range(args.autotune_rounds):
+            for autotune in (True, False):
+                for threads in map(int, args.threads.split(",")):
+                    rows.append(dict(round=round_, autotune=autotune, threads=threads,
+                                     pipeline=round(pipeline_rate(args.folder, len(files), threads, autotune=autotune), 1)))
+                    print(json.dumps(rows[-1]), flush=True)
+        return rows
     sizes = [os.path.getsize(f) for f in files]
     print(f"{len(files)} JPEGs, {np.mean(sizes) / 1024:.0f} KiB each on average; {os.cpu_count()} cores")
     records = args.records_dir and make_records(files, args.records_dir)
