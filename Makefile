@@ -33,7 +33,7 @@ data: $(FASHION_MNIST)
 
 # pytest once per backend, in $(TEST_WORKERS) worker processes (pytest-xdist; a file's tests stay on one worker, so
 # its module fixtures run once); $(1): extra pytest arguments. Most of an app test is one process importing
-# and compiling on one core, so 2 workers on a 2-core CPU cut a backend's run by about 30% (BENCHMARKS.md).
+# and compiling on one core, so 2 workers on a 2-core CPU cut the suite's time by a third (BENCHMARKS.md).
 TEST_WORKERS ?= 2
 PER_BACKEND = status=0; for backend in $(BACKENDS); do \
 	  echo "=== KERAS_BACKEND=$$backend"; \
