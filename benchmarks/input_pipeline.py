@@ -182,6 +182,8 @@ def main():
     parser.add_argument("--autotune_rounds", type=int, default=0,
                         help="Only the `pipeline` row, this many rounds alternating tf.data's autotuning on and off.")
     args = parser.parse_args()
+    if args.autotune_rounds < 0:
+        parser.error(f"--autotune_rounds must be >= 0 (0 runs every row). Received: {args.autotune_rounds}")
     files = make_folder(args.folder, args.num_images)
     if args.autotune_rounds:
         rows = []
