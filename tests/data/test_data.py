@@ -17,6 +17,7 @@ from PIL import Image
 from keras_mae import data
 from keras_mae.data import augment, builtin, image_folder
 from tests.data.tfds_builders import prepare_tfds
+from tests.run_app import backend_independent
 
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 
@@ -285,6 +286,19 @@ def test_random_resized_crop_matches_pillow_on_the_full_image():
     whole = augment.random_resized_crop(image, (20, 24), tf.constant([1, 2]), (1, 1), (100 / 90,) * 2)
     pillow = np.asarray(Image.fromarray(image).resize((24, 20), Image.BICUBIC), np.float32)
     assert np.abs(np.asarray(whole) - pillow).mean() < 1.0
+
+
+@backend_independent  # tf ops inside tf.data: the same on every backend
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_resize_of_uint8_pixels_equals_resize_of_their_float_cast(channels):
+    # resize() hands uint8 crops to the kernels uncast (faster); shrinking (antialiased) and enlarging alike.
+    rng = np.random.RandomState(channels)
+    for height, width, size in [(300, 410, (224, 224)), (150, 90, (224, 224)), (230, 100, (224, 224)), (7, 5, (3, 9))]:
+        image = rng.randint(0, 256, (height, width, channels)).astype(np.uint8)
+        from_uint8 = augment.resize(image, size)
+        assert from_uint8.dtype == tf.float32 and from_uint8.shape == (*size, channels)
+        np.testing.assert_array_equal(from_uint8, augment.resize(image.astype(np.float32), size))
+        assert 0 <= np.min(from_uint8) and np.max(from_uint8) <= 255
 
 
 def test_eval_transform_resizes_shorter_side_then_centre_crops():
