@@ -8,7 +8,9 @@ windows after warm-up), peak RSS (and peak accelerator memory on a GPU), the mod
 utilisation (MFU) of the matmul peak measured in the same process in the compute dtype and of the machine's
 peak (the best of those processes' peaks), and the tf.data pipeline's images/s. `--reference` adds Hugging
 Face transformers' `ViTMAEForPreTraining` (official initialisation) with torch AdamW on the same config (under
-`torch.autocast` for the mixed policies). Not a test: numbers go to BENCHMARKS.md.
+`torch.autocast` for the mixed policies). `--rounds=N` runs them all N times, alternating their order, and reports
+medians and each round's ratio to the reference, for a machine whose speed drifts between processes. Not a test:
+numbers go to BENCHMARKS.md.
 
 On a GPU (no TensorFlow needed), the batch is kept on the device for every implementation (`--feed=resident`,
 the default there: `model.fit` on a generator that repeats one on-device batch):
@@ -313,6 +315,31 @@ def padded_attention_traces():
     return dict(jax_padded_attention.TRACE_COUNTS)
 
 
+def combine_rounds(rounds):
+    """One implementation's results over the rounds: the median of each rate, the largest memory peak."""
+    combined = dict(rounds[0])
+    for key in ("images_per_sec", "ms_per_step", "model_gflops", "matmul_peak_gflops", "mfu", "pipeline_images_per_sec"):
+        values = [r[key] for r in rounds if r[key] is not None]
+        combined[key] = statistics.median(values) if values else None
+    for key in ("peak_rss_mib", "peak_device_mib"):
+        values = [r[key] for r in rounds if r[key] is not None]
+        combined[key] = max(values) if values else None
+    return combined
+
+
+def ratio_to_reference(rounds, reference_rounds):
+    """Images/s against the reference's in the same round: "1.05x", or over rounds the median and range."""
+    if rounds is reference_rounds:
+        return "1.00x"
+    reference = {r["round"]: r["images_per_sec"] for r in reference_rounds}
+    ratios = sorted(r["images_per_sec"] / reference[r["round"]] for r in rounds if r["round"] in reference)
+    if not ratios:
+        return "-"
+    if len(ratios) == 1:
+        return f"{ratios[0]:.2f}x"
+    return f"{statistics.median(ratios):.2f}x ({ratios[0]:.2f}-{ratios[-1]:.2f})"
+
+
 def true_or_false(value):
     """An argparse type: "true" or "false", nothing else."""
     if value.lower() not in ("true", "false"):
@@ -356,8 +383,13 @@ def main():
     parser.add_argument("--fused_adamw", default=True, type=true_or_false,
                         help="true (the app's default): the torch backend on a CPU updates with the fused kernel "
                              "(keras_mae.optimizers.torch_fused_adamw); false: Keras's AdamW as it ships")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run every implementation this many times, alternating their order; report medians and "
+                             "each round's ratio to the reference (a machine whose speed drifts)")
     parser.add_argument("--role", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error(f"--rounds must be >= 1. Received: {args.rounds}")
     if args.role:
         if args.keep_freed_memory:
             from keras_mae.utils.malloc_tuning import keep_freed_memory
@@ -373,22 +405,30 @@ def main():
             raise SystemExit(f"--backends: {backend} is not a variant this script runs; use torch+jit, jax+jit "
                              "(any backend +jit), jax+unpadded, jax+autodiff, tensorflow+autodiff, jax+written or "
                              "tensorflow+written")
-    results, failed = [], []
-    for role, backend in roles:
-        backend, variant = backend.partition("+")[::2]  # torch+jit: jit_compile=True; jax+unpadded: no padding
-        command = [sys.executable, __file__, *sys.argv[1:], f"--role={role}", *VARIANTS[variant][0]]
-        env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
-        out = subprocess.run(command, env=env, capture_output=True, text=True, cwd=ROOT)
-        if out.returncode:
-            print(out.stderr[-3000:], file=sys.stderr)
-            failed.append(f"{role} {backend}{'+' + variant if variant else ''}")
-            continue
-        result = json.loads(out.stdout.strip().splitlines()[-1])
-        result["backend"] = backend + VARIANTS[variant][1]
-        results.append(result)
-        print(json.dumps(result), file=sys.stderr)
-    reference = next((r for r in results if r["role"] == "reference"), None)
-    print(f"\n{args.preset} {args.overrides} batch {args.batch_size} {args.dtype_policy} jit_compile={args.jit_compile}")
+    runs, failed = {}, []  # (role, label) -> one result per round
+    for round_ in range(args.rounds):
+        # Odd rounds run the roles in reverse, so no implementation always runs first or last on a drifting machine.
+        for role, backend in roles if round_ % 2 == 0 else roles[::-1]:
+            backend, variant = backend.partition("+")[::2]  # torch+jit: jit_compile=True; jax+unpadded: no padding
+            label = backend + VARIANTS[variant][1]
+            if (role, label) in failed:
+                continue
+            command = [sys.executable, __file__, *sys.argv[1:], f"--role={role}", *VARIANTS[variant][0]]
+            env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+            out = subprocess.run(command, env=env, capture_output=True, text=True, cwd=ROOT)
+            if out.returncode:
+                print(out.stderr[-3000:], file=sys.stderr)
+                failed.append((role, label))
+                continue
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+            result.update(backend=label, round=round_)
+            runs.setdefault((role, label), []).append(result)
+            print(json.dumps(result), file=sys.stderr)
+    results = [combine_rounds(r) for key, r in runs.items() if key not in failed]
+    reference_runs = next((r for (role, _), r in runs.items() if role == "reference"), None)
+    print(f"\n{args.preset} {args.overrides} batch {args.batch_size} {args.dtype_policy} jit_compile={args.jit_compile}"
+          + (f"; medians of {args.rounds} rounds, vs reference: the median of the rounds' ratios (range)"
+             if args.rounds > 1 else ""))
     # The machine's peak in this dtype: the best matmul rate any of the processes measured (MFU's denominator
     # should not reward a framework for a slow matmul of its own).
     machine_peak = max((r["matmul_peak_gflops"] for r in results), default=0.0)
@@ -396,7 +436,7 @@ def main():
           "| GFLOP/s | matmul peak GFLOP/s | MFU | MFU of machine peak | pipeline images/s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        ratio = f"{r['images_per_sec'] / reference['images_per_sec']:.2f}x" if reference else "-"
+        ratio = ratio_to_reference(runs[(r["role"], r["backend"])], reference_runs) if reference_runs else "-"
         pipeline = f"{r['pipeline_images_per_sec']:.0f}" if r["pipeline_images_per_sec"] else "-"
         name = "HF ViTMAE (PyTorch reference)" if r["role"] == "reference" else "keras_mae"
         device_mib = f"{r['peak_device_mib']:.0f}" if r["peak_device_mib"] else "-"
@@ -405,7 +445,7 @@ def main():
               f"{r['matmul_peak_gflops']:.0f} | {100 * r['mfu']:.1f}% | {100 * r['model_gflops'] / machine_peak:.1f}% | "
               f"{pipeline} |")
     if failed:
-        raise SystemExit(f"failed (their errors above): {', '.join(failed)}")
+        raise SystemExit(f"failed (their errors above): {', '.join(' '.join(f) for f in failed)}")
 
 
 if __name__ == "__main__":
