@@ -291,7 +291,7 @@ def test_random_resized_crop_matches_pillow_on_the_full_image():
 @backend_independent  # tf ops inside tf.data: the same on every backend
 @pytest.mark.parametrize("channels", [1, 3, 4])
 def test_resize_of_uint8_pixels_equals_resize_of_their_float_cast(channels):
-    # resize() hands uint8 crops to the kernels uncast (faster); shrinking (antialiased) and enlarging alike.
+    # resize() hands uint8 crops to the kernels uncast (no float copy); shrinking (antialiased) and enlarging alike.
     rng = np.random.RandomState(channels)
     for height, width, size in [(300, 410, (224, 224)), (150, 90, (224, 224)), (230, 100, (224, 224)), (7, 5, (3, 9))]:
         image = rng.randint(0, 256, (height, width, channels)).astype(np.uint8)
