@@ -13,9 +13,14 @@ import os
 
 from absl import app, flags
 
-import common
-import downstream
-import reporting
+if __name__ == "__main__":  # before Keras loads: glibc reads the setting only at process start (huge_pages.py)
+    import huge_pages
+
+    huge_pages.restart_with_huge_pages()
+
+import common  # noqa: E402
+import downstream  # noqa: E402
+import reporting  # noqa: E402
 
 flags.DEFINE_string("model", None, "Classifier: a linear-probe or fine-tuning workdir, a .keras ViTClassifier / "
                     "LinearProbe / MLPProbe, or official / timm fine-tuned weights.", required=True)

@@ -16,11 +16,16 @@ import os
 
 from absl import app, flags
 
-import common
-import downstream
-import probe_heads
-import recipe
-import reporting
+if __name__ == "__main__":  # before Keras loads: glibc reads the setting only at process start (huge_pages.py)
+    import huge_pages
+
+    huge_pages.restart_with_huge_pages()
+
+import common  # noqa: E402
+import downstream  # noqa: E402
+import probe_heads  # noqa: E402
+import recipe  # noqa: E402
+import reporting  # noqa: E402
 
 flags.DEFINE_string("encoder", None, downstream.ENCODER_HELP, required=True)
 flags.DEFINE_string("preset", None, "Architecture of an --encoder=*.weights.h5 file.")

@@ -12,8 +12,13 @@ import tempfile
 import numpy as np
 from absl import app, flags
 
-import common
-import recipe
+if __name__ == "__main__":  # before Keras loads: glibc reads the setting only at process start (huge_pages.py)
+    import huge_pages
+
+    huge_pages.restart_with_huge_pages()
+
+import common  # noqa: E402
+import recipe  # noqa: E402
 
 common.define_model_flags()
 common.define_data_flags("fashion_mnist", "fashion_mnist, mnist, cifar10, cifar100, tfds:NAME, a folder of images or a "

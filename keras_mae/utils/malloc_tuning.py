@@ -12,7 +12,9 @@ import ctypes
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD_MAX = 32 * 2**20  # glibc's ceiling on 64-bit (HEAP_MAX_SIZE / 2)
+# The highest glibc's own dynamic threshold goes on 64-bit. glibc 2.36's mallopt also takes more (1 GiB), which was
+# no faster on the torch backend nor the tf.data pipeline (BENCHMARKS.md, "glibc's huge pages for the jax backend").
+MMAP_THRESHOLD_MAX = 32 * 2**20
 TRIM_THRESHOLD = 2**31  # effectively never give the top of the heap back
 
 
