@@ -50,11 +50,12 @@ def transparent_huge_pages():
 
 def restart_command(environ, argv=None, executable=None, version=None, thp_mode=None):
     """What `restart_with_huge_pages` would run: (executable, argv, environment), or None where it changes nothing
-    (another backend, GLIBC_TUNABLES already set, no glibc >= 2.35, or the kernel's huge pages off)."""
+    (another backend, GLIBC_TUNABLES already set, no glibc >= 2.35, the kernel's huge pages off, or no interpreter
+    to run: `sys.executable` empty)."""
     version = glibc_version() if version is None else version
     thp_mode = transparent_huge_pages() if thp_mode is None else thp_mode
     if ("GLIBC_TUNABLES" in environ or keras_backend(environ) != "jax" or not version or version < MIN_GLIBC
-            or thp_mode == "never"):
+            or thp_mode == "never" or not (executable or sys.executable)):
         return None
     argv = sys.orig_argv if argv is None else argv  # the interpreter's own options and `-m` included
     return executable or sys.executable, list(argv), {**environ, "GLIBC_TUNABLES": HUGE_PAGES}
@@ -69,4 +70,7 @@ def restart_with_huge_pages():
         return
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(*command)
+    try:
+        os.execve(*command)
+    except OSError:  # the interpreter cannot be run again (an embedded one): go on without huge pages
+        return
