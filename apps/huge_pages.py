@@ -7,6 +7,8 @@ backs such blocks with 2 MiB pages, 512 times fewer faults. glibc reads it only 
 `mallopt` has no equivalent (measured: a 1 GiB mmap threshold left the faults as they were), so an app started
 without it runs itself again with it: `os.execve`, the same process id, command line and environment plus the
 setting. A GLIBC_TUNABLES already in the environment, even an empty one, is left as it is: that is the opt-out.
+The restart does not ask whether jax has a GPU (that needs jax imported); on a GPU host the setting only concerns
+host memory, and its effect there is not measured.
 """
 
 import json
@@ -48,24 +50,23 @@ def transparent_huge_pages():
         return None
 
 
-def restart_command(environ, argv=None, executable=None, version=None, thp_mode=None):
-    """What `restart_with_huge_pages` would run: (executable, argv, environment), or None where it changes nothing
-    (another backend, GLIBC_TUNABLES already set, no glibc >= 2.35, the kernel's huge pages off, or no interpreter
-    to run: `sys.executable` empty)."""
-    version = glibc_version() if version is None else version
-    thp_mode = transparent_huge_pages() if thp_mode is None else thp_mode
-    if ("GLIBC_TUNABLES" in environ or keras_backend(environ) != "jax" or not version or version < MIN_GLIBC
-            or thp_mode == "never" or not (executable or sys.executable)):
+def restart_command(environ, argv, executable, version, thp_mode):
+    """What `restart_with_huge_pages` runs: (executable, argv, environment), or None where it changes nothing.
+
+    None: another backend, GLIBC_TUNABLES already set, `version` (glibc's (major, minor), None for another C
+    library) below 2.35, `thp_mode` "never" (the kernel's huge pages off), or no `executable` to run again.
+    """
+    if ("GLIBC_TUNABLES" in environ or keras_backend(environ) != "jax" or version is None or version < MIN_GLIBC
+            or thp_mode == "never" or not executable):
         return None
-    argv = sys.orig_argv if argv is None else argv  # the interpreter's own options and `-m` included
-    return executable or sys.executable, list(argv), {**environ, "GLIBC_TUNABLES": HUGE_PAGES}
+    return executable, list(argv), {**environ, "GLIBC_TUNABLES": HUGE_PAGES}
 
 
 def restart_with_huge_pages():
-    """Runs this process again with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 where that helps (the jax backend on
-    glibc >= 2.35, no GLIBC_TUNABLES set); returns where it does not. Call it first in `if __name__ == "__main__"`:
-    what ran before it runs twice."""
-    command = restart_command(os.environ)
+    """Runs this process again with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 where that helps (`restart_command`);
+    returns where it does not. Call it first in `if __name__ == "__main__"`: what ran before it runs twice."""
+    # sys.orig_argv: the interpreter's own options and `-m` included.
+    command = restart_command(os.environ, sys.orig_argv, sys.executable, glibc_version(), transparent_huge_pages())
     if command is None:
         return
     sys.stdout.flush()

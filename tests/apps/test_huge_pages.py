@@ -19,7 +19,7 @@ if os.environ.get("STARTS_FILE"):
     with open(os.environ["STARTS_FILE"], "a") as starts:
         starts.write(os.environ.get("GLIBC_TUNABLES", "unset") + "\\n")
 """
-needs_glibc_2_35 = pytest.mark.skipif(
+needs_huge_pages = pytest.mark.skipif(
     (huge_pages.glibc_version() or (0,)) < huge_pages.MIN_GLIBC or huge_pages.transparent_huge_pages() == "never",
     reason="glibc >= 2.35 (the hugetlb tunable) and the kernel's transparent huge pages on")
 
@@ -31,15 +31,16 @@ def test_restarts_only_the_jax_backend_on_a_glibc_with_the_tunable(tmp_path):
     assert (executable, new_argv) == ("/bin/py", argv)
     assert env == {"KERAS_BACKEND": "jax", "A": "1", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
     # A setting of the user's, even an empty one (the opt-out), is kept: no restart.
-    assert command({"KERAS_BACKEND": "jax", "GLIBC_TUNABLES": ""}, argv, "/bin/py", (2, 36)) is None
+    assert command({"KERAS_BACKEND": "jax", "GLIBC_TUNABLES": ""}, argv, "/bin/py", (2, 36), "madvise") is None
     assert command({"KERAS_BACKEND": "jax", "GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, argv, "/bin/py",
-                   (2, 36)) is None
+                   (2, 36), "madvise") is None
     for backend in ("torch", "tensorflow"):
-        assert command({"KERAS_BACKEND": backend}, argv, "/bin/py", (2, 36)) is None
-    assert command({"KERAS_BACKEND": "jax"}, argv, "/bin/py", (2, 34)) is None  # no hugetlb tunable yet
-    assert command({"KERAS_BACKEND": "jax"}, argv, "/bin/py", ()) is None  # musl, macOS: no glibc
+        assert command({"KERAS_BACKEND": backend}, argv, "/bin/py", (2, 36), "madvise") is None
+    assert command({"KERAS_BACKEND": "jax"}, argv, "/bin/py", (2, 34), "madvise") is None  # no hugetlb tunable yet
+    assert command({"KERAS_BACKEND": "jax"}, argv, "/bin/py", None, "madvise") is None  # musl, macOS: no glibc
     assert command({"KERAS_BACKEND": "jax"}, argv, "/bin/py", (2, 36), "never") is None  # no huge pages to ask for
     assert command({"KERAS_BACKEND": "jax"}, argv, "/bin/py", (2, 36), "always") is not None
+    assert command({"KERAS_BACKEND": "jax"}, argv, "", (2, 36), "madvise") is None  # no interpreter to run again
     # Without KERAS_BACKEND, keras.json's backend, as Keras reads it; without either, tensorflow.
     (tmp_path / "keras.json").write_text(json.dumps({"backend": "jax", "floatx": "float32"}))
     assert command({"KERAS_HOME": str(tmp_path)}, argv, "/bin/py", (2, 36), "madvise") is not None
@@ -60,7 +61,7 @@ def _starts(tmp_path, command, backend, **env):
 
 
 @backend_independent
-@needs_glibc_2_35
+@needs_huge_pages
 def test_a_restart_keeps_the_command_line_and_happens_once(tmp_path):
     script = tmp_path / "main.py"
     script.write_text(f"import os, sys\nsys.path.insert(0, {APPS!r})\nimport huge_pages\n"
@@ -73,7 +74,7 @@ def test_a_restart_keeps_the_command_line_and_happens_once(tmp_path):
 
 
 @backend_independent
-@needs_glibc_2_35
+@needs_huge_pages
 @pytest.mark.slow
 @pytest.mark.parametrize("script", ["pretrain.py", "linear_probe.py", "finetune.py", "evaluate.py"])
 def test_the_training_and_evaluation_apps_restart_on_jax(tmp_path, script):
