@@ -27,7 +27,7 @@ _ATTEMPTS = 10  # torchvision tries 10 crops before falling back to a centre cro
 
 
 def resize(image, size):
-    """Bicubic resize to `size` in float32 [0, 255], antialiased as Pillow's.
+    """Bicubic resize to `size`, antialiased and rounded to whole pixels as Pillow's: float32 in [0, 255].
 
     uint8 pixels go to the kernels as they are: both compute in float32, so the output is the same bit for bit as
     after a cast, without a float copy of the crop (BENCHMARKS.md, "Input pipeline at 224 px").
@@ -38,7 +38,9 @@ def resize(image, size):
     # Antialiasing only changes downscaling, and costs 2-3x: skip it when enlarging.
     shrinks = tf.reduce_any(tf.shape(image)[:2] > tf.convert_to_tensor(size, tf.int32))
     image = tf.cond(shrinks, lambda: resize(True), lambda: resize(False))
-    return tf.clip_by_value(image, 0.0, 255.0)  # Bicubic overshoots; Pillow clips to uint8.
+    # Bicubic overshoots; Pillow clips, and rounds half up, to uint8. Whole values make uint8 batches (the
+    # pipelines' `normalize=False`) and float ones the same model inputs.
+    return tf.floor(tf.clip_by_value(image, 0.0, 255.0) + 0.5)
 
 
 def sample_crop_box(height, width, seed, scale=CROP_SCALE, ratio=CROP_RATIO):

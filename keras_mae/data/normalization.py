@@ -1,65 +1,23 @@
-"""Per-channel normalisation: the statistics, their fit to a channel count, and the map there and back.
+"""Per-channel normalisation in the input pipeline: the map there (tf ops) and back (numpy, for display).
 
 Model inputs are `(pixels / 255 - mean) / std` per channel, torchvision's
-`Normalize` after `ToTensor`, with mean/std in [0, 1] units.
+`Normalize` after `ToTensor`, with mean/std in [0, 1] units. The statistics,
+their fit to a channel count and the same map in `keras.ops` (for a model
+that normalises uint8 pixels itself) are `keras_mae/layers/pixel_normalization.py`.
 """
 
 import numpy as np
 
-# torchvision / official MAE normalisation.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-# An alpha channel has no published statistics: 0.5 / 0.5 maps [0, 1] to [-1, 1].
-ALPHA_MEAN, ALPHA_STD = 0.5, 0.5
-
-
-def fit_to_channels(values, num_channels, alpha_value):
-    """Fits a per-channel mean or std to `num_channels`.
-
-    Grey from RGB takes the channel average (an approximation: the exact grey
-    statistics depend on the data); one value or grey to RGB repeats; alpha
-    gets `alpha_value`.
-
-    Args:
-        values: sequence of 1, 3 or 4 floats.
-        num_channels: int. 1, 3 or 4.
-        alpha_value: float. Value used for a 4th channel that `values` lacks.
-
-    Returns:
-        Tuple of `num_channels` floats.
-
-    >>> [round(v, 4) for v in fit_to_channels(IMAGENET_MEAN, 1, ALPHA_MEAN)]
-    [0.449]
-    """
-    values = tuple(float(v) for v in np.ravel(values))
-    if len(values) not in (1, 3, 4):
-        raise ValueError(f"mean/std have 1, 3 or 4 values (one per channel). Received: {list(values)}")
-    if len(values) == num_channels:
-        return values
-    rgb = values[:3] if len(values) >= 3 else values * 3
-    if num_channels == 1:
-        return (sum(rgb) / 3,)
-    return rgb if num_channels == 3 else rgb + (alpha_value,)
-
-
-def fit_normalization(mean, std, num_channels):
-    """The (mean, std) pair fitted to `num_channels`, checked: one tuple of floats each, std positive.
-
-    Args:
-        mean, std: sequences of 1, 3 or 4 floats, or None for ImageNet's.
-        num_channels: int. 1, 3 or 4.
-
-    Returns:
-        (mean, std), tuples of `num_channels` floats.
-
-    >>> fit_normalization(None, [0.5], 3)
-    ((0.485, 0.456, 0.406), (0.5, 0.5, 0.5))
-    """
-    mean = fit_to_channels(IMAGENET_MEAN if mean is None else mean, num_channels, ALPHA_MEAN)
-    std = fit_to_channels(IMAGENET_STD if std is None else std, num_channels, ALPHA_STD)
-    if min(std) <= 0:
-        raise ValueError(f"std must be positive. Received: std={list(std)}")
-    return mean, std
+# The statistics and their fit live with the device's map, which must not import TensorFlow.
+from keras_mae.layers.pixel_normalization import (  # noqa: F401 (re-exported)
+    ALPHA_MEAN,
+    ALPHA_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    fit_normalization,
+    fit_to_channels,
+    scale_and_offset,
+)
 
 
 def normalize(image, mean, std):
@@ -73,8 +31,7 @@ def normalize(image, mean, std):
     import tensorflow as tf
 
     image = tf.cast(image, tf.float32)
-    std = np.asarray(std, np.float32)
-    scale, offset = 1.0 / (255.0 * std), -np.asarray(mean, np.float32) / std
+    scale, offset = scale_and_offset(mean, std)
     if image.shape.is_fully_defined():
         scale, offset = np.broadcast_to(scale, image.shape), np.broadcast_to(offset, image.shape)
     return image * tf.constant(scale, tf.float32) + tf.constant(offset, tf.float32)

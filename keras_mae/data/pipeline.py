@@ -15,7 +15,7 @@ import tensorflow as tf
 
 # `augment` is also an argument of make_pretrain_dataset.
 from keras_mae.data import augment as augment_lib
-from keras_mae.data.normalization import fit_normalization, normalize
+from keras_mae.data import normalization
 from keras_mae.data import sharding
 from keras_mae.data.sharding import check_shard, shard_rows
 from keras_mae.data.sources import load_source
@@ -31,15 +31,27 @@ def _image_size(image_size):
     return size
 
 
-def _prepare(spec_or_source, image_size, batch_size, num_channels, split, data_dir, mean, std):
+def _prepare(spec_or_source, image_size, batch_size, num_channels, split, data_dir, mean, std, normalize):
     """Loads the source and resolves size and statistics shared by both pipelines."""
+    if not isinstance(normalize, bool):
+        raise ValueError(f"normalize must be True (float32 model inputs) or False (uint8 pixels). "
+                         f"Received: normalize={normalize!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int. Received: batch_size={batch_size!r}")
     size = _image_size(image_size)
     source = load_source(spec_or_source, split, data_dir, num_channels)
     channels = source.num_channels
-    mean, std = fit_normalization(source.mean if mean is None else mean, source.std if std is None else std, channels)
+    mean, std = normalization.fit_normalization(source.mean if mean is None else mean,
+                                                source.std if std is None else std, channels)
     return source, size, mean, std
+
+
+def _model_input(image, shape, mean, std, normalize):
+    """A transformed image (float32, whole values in [0, 255]) as the pipeline yields it: normalised float32, or
+    uint8 pixels for a model that normalises them itself. The static shape is set again: crops lose the channel
+    count, which jit-compiled steps (and the fast normalize) need."""
+    image = tf.ensure_shape(image, shape)
+    return normalization.normalize(image, mean, std) if normalize else tf.cast(image, tf.uint8)
 
 
 def _batch(examples, batch_size, with_labels, drop_remainder):
@@ -54,12 +66,15 @@ def _batch(examples, batch_size, with_labels, drop_remainder):
 def make_pretrain_dataset(spec_or_source, image_size, batch_size, num_channels=None, seed=0,
                           augment=True, with_labels=False, split="train", data_dir=None,
                           shuffle_buffer=10000, drop_remainder=True, mean=None, std=None,
-                          steps_per_epoch=None, initial_epoch=0, initial_step=0, shard=None):
+                          steps_per_epoch=None, initial_epoch=0, initial_step=0, shard=None, normalize=True):
     """Builds the MAE pretraining input: shuffled, augmented, normalised batches.
 
     Augmentation follows facebookresearch/mae `main_pretrain.py`: random resized
-    crop (scale 0.2-1, ratio 3/4-4/3, bicubic) and horizontal flip, then
-    `(x / 255 - mean) / std`.
+    crop (scale 0.2-1, ratio 3/4-4/3, bicubic, rounded to whole pixels as
+    Pillow's) and horizontal flip, then `(x / 255 - mean) / std`, or with
+    `normalize=False` the uint8 pixels, for a `MaskedAutoencoder` to
+    normalise on its device (the same model inputs, a quarter of the bytes,
+    and the host's share of the work lighter).
     JPEGs of an image folder are decoded only inside their crop box
     (`jpeg_window.py`), with the pixels, and so the batches, of a full decode.
 
@@ -100,11 +115,16 @@ def make_pretrain_dataset(spec_or_source, image_size, batch_size, num_channels=N
             (index + 1) * b)` of each, `b = batch_size / count`, with the
             crops one process would draw; the other rows are never decoded.
             Needs `steps_per_epoch`. Defaults to None (all rows).
+        normalize: bool. False yields uint8 pixels instead of normalised
+            float32 images (mean and std then only check the channels): for
+            `MaskedAutoencoder(mean=..., std=...)`, which normalises uint8
+            input in its step. Defaults to True.
 
     Returns:
-        `tf.data.Dataset` of float32 `[batch, height, width, C]`, or of
-        `(images, int32 labels [batch])` with labels -1 when unlabelled
-        (`batch` is `batch_size / count` with a shard).
+        `tf.data.Dataset` of float32 (uint8 without `normalize`) `[batch,
+        height, width, C]`, or of `(images, int32 labels [batch])` with
+        labels -1 when unlabelled (`batch` is `batch_size / count` with a
+        shard).
 
     >>> import numpy as np
     >>> ds = make_pretrain_dataset(np.zeros((8, 12, 12), np.uint8), 8, batch_size=4)
@@ -112,7 +132,7 @@ def make_pretrain_dataset(spec_or_source, image_size, batch_size, num_channels=N
     TensorShape([4, 8, 8, 1])
     """
     source, size, mean, std = _prepare(
-        spec_or_source, image_size, batch_size, num_channels, split, data_dir, mean, std
+        spec_or_source, image_size, batch_size, num_channels, split, data_dir, mean, std, normalize
     )
     shape = (*size, source.num_channels)
 
@@ -124,8 +144,7 @@ def make_pretrain_dataset(spec_or_source, image_size, batch_size, num_channels=N
             image = augment_lib.random_flip(image, flip_seed)
         else:
             image = augment_lib.resize_center_crop(image, size)
-        # The crop loses the static channel count, which jit-compiled steps (and the fast normalize) need.
-        return normalize(tf.ensure_shape(image, shape), mean, std), label
+        return _model_input(image, shape, mean, std, normalize), label
 
     # Sources that can decode only the crop's window (JPEG folders) get the same boxes, seeds and pixels that way.
     # `example_seed` maps each stream position's tag (see `Source.cropped_examples`) to the example's seed.
@@ -136,7 +155,7 @@ def make_pretrain_dataset(spec_or_source, image_size, batch_size, num_channels=N
         def cropped_transform(crop, label, tag):
             flip_seed = _crop_and_flip_seeds(example_seed(tag))[1]
             image = augment_lib.random_flip(augment_lib.resize(crop, size), flip_seed)
-            return normalize(tf.ensure_shape(image, shape), mean, std), label
+            return _model_input(image, shape, mean, std, normalize), label
 
         return crop_box, cropped_transform
 
@@ -218,7 +237,7 @@ def _epochs(source, transform, batch_size, with_labels, shuffle_buffer, steps_pe
 
 
 def make_eval_dataset(spec_or_source, image_size, batch_size, num_channels=None, split="test",
-                      with_labels=True, data_dir=None, mean=None, std=None, shard=None):
+                      with_labels=True, data_dir=None, mean=None, std=None, shard=None, normalize=True):
     """Builds the evaluation input: every example once, in order, resized and centre-cropped.
 
     Args:
@@ -236,20 +255,22 @@ def make_eval_dataset(spec_or_source, image_size, batch_size, num_channels=None,
             partial batch, the rows that exist, so the processes together
             evaluate every image once (the MAE's masks are one process's
             only when every batch is whole).
+        normalize: bool. False yields uint8 pixels (see
+            `make_pretrain_dataset`). Defaults to True.
 
     Returns:
         `tf.data.Dataset` of `(float32 images [batch, height, width, C], int32
-        labels [batch])`, or images alone.
+        labels [batch])` (uint8 images without `normalize`), or images alone.
     """
     source, size, mean, std = _prepare(
-        spec_or_source, image_size, batch_size, num_channels, split, data_dir, mean, std
+        spec_or_source, image_size, batch_size, num_channels, split, data_dir, mean, std, normalize
     )
 
     index, count = check_shard(shard, batch_size)
 
     def transform(image, label):
         image = augment_lib.resize_center_crop(image, size)
-        return normalize(tf.ensure_shape(image, (*size, source.num_channels)), mean, std), label
+        return _model_input(image, (*size, source.num_channels), mean, std, normalize), label
 
     examples = source.examples(shard=(index, count, batch_size) if count > 1 else None)
     if count > 1 and source.num_examples is not None:  # the filter hides how many; Keras counts steps from it

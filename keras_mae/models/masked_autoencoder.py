@@ -1,10 +1,12 @@
 """MaskedAutoencoder: the asymmetric encoder-decoder of He et al. 2021 (arXiv 2111.06377)."""
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_mae.distribution import replica_position, torch_ddp
 from keras_mae.layers.batch_gather import batch_gather
+from keras_mae.layers.pixel_normalization import fit_normalization, normalize_pixels
 from keras_mae.layers.patching import patchify
 from keras_mae.layers.random_masking import RandomMasking
 from keras_mae.models import train_step as steps
@@ -46,9 +48,18 @@ class MaskedAutoencoder(keras.Model):
             `ModelCheckpoint` watch a stable number; training masks are not
             affected. None draws evaluation masks from the training stream.
             Defaults to 0.
+        mean, std: sequences of floats (1, 3 or 4, fitted to
+            `num_channels` as the input pipelines do) or None for
+            ImageNet's, in [0, 1] units: how uint8 input is normalised,
+            `(pixels / 255 - mean) / std` in float32 inside the model's own
+            step (on its device), as `make_pretrain_dataset(normalize=False)`
+            expects. Float input is taken as normalised already. Defaults to
+            None.
 
     Call arguments:
-        images: float tensor (batch, height, width, num_channels), already normalised.
+        images: (batch, height, width, num_channels): float, already
+            normalised, or uint8 pixels, which the model normalises with
+            `mean` and `std`.
         noise: optional (batch, num_patches) noise in [0, 1) fixing the masks.
         training: bool.
 
@@ -84,6 +95,8 @@ class MaskedAutoencoder(keras.Model):
         seed=None,
         encode_mask_tokens=False,
         eval_mask_seed=0,
+        mean=None,
+        std=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -106,6 +119,9 @@ class MaskedAutoencoder(keras.Model):
         if eval_mask_seed is not None and (isinstance(eval_mask_seed, bool) or not isinstance(eval_mask_seed, int)):
             raise ValueError(f"eval_mask_seed must be an int or None. Received: eval_mask_seed={eval_mask_seed!r}")
         self.eval_mask_seed = eval_mask_seed
+        fit_normalization(mean, std, self.num_channels)  # a one-line error now rather than in the first step
+        self.mean = None if mean is None else tuple(float(m) for m in np.ravel(mean))
+        self.std = None if std is None else tuple(float(s) for s in np.ravel(std))
 
         self.encode_mask_tokens = bool(encode_mask_tokens)
 
@@ -144,8 +160,12 @@ class MaskedAutoencoder(keras.Model):
     mask_ratio = property(lambda self: self.masking.mask_ratio)
     mask_strategy = property(lambda self: self.masking.strategy)
 
+    def normalize_inputs(self, images):
+        """uint8 pixels -> float32 normalised by the model's `mean` and `std`; float images pass unchanged."""
+        return normalize_pixels(images, *fit_normalization(self.mean, self.std, self.num_channels))
+
     def call(self, images, noise=None, training=False):
-        tokens = self.encoder.embed(images)  # [B, L, D]
+        tokens = self.encoder.embed(self.normalize_inputs(images))  # [B, L, D]
         if self.encode_mask_tokens:
             tokens, mask, ids_restore = self._with_mask_tokens(tokens, noise)  # [B, L, D]
         else:
@@ -175,7 +195,7 @@ class MaskedAutoencoder(keras.Model):
 
         Also returns each patch's mean and unbiased variance (None without norm_pix_loss).
         """
-        target = patchify(ops.cast(images, "float32"), self.patch_size)
+        target = patchify(ops.cast(self.normalize_inputs(images), "float32"), self.patch_size)
         if not self.norm_pix_loss:
             return target, None, None
         n = ops.shape(target)[-1]
@@ -202,6 +222,7 @@ class MaskedAutoencoder(keras.Model):
 
     def compute_reconstruction_loss(self, images, training=False, noise=None):
         """Forward pass and loss in one call; what `train_step` differentiates."""
+        images = self.normalize_inputs(images)
         outputs = self(images, noise=noise, training=training)
         return self.reconstruction_loss(images, outputs["pred"], outputs["mask"])
 

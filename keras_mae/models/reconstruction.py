@@ -13,7 +13,8 @@ def reconstruct(model, images, noise=None):
 
     Args:
         model: `MaskedAutoencoder`.
-        images: (batch, height, width, num_channels) normalised images.
+        images: (batch, height, width, num_channels) normalised images, or
+            uint8 pixels (normalised with the model's `mean` and `std`).
         noise: optional (batch, num_patches) noise fixing the masks.
 
     Returns:
@@ -23,7 +24,7 @@ def reconstruct(model, images, noise=None):
         patches from the input, removed ones predicted), and `mask`
         (1 on removed pixels).
     """
-    images = ops.cast(images, "float32")
+    images = ops.cast(model.normalize_inputs(ops.convert_to_tensor(images)), "float32")
     outputs = model(images, noise=noise, training=False)
     pred = ops.cast(outputs["pred"], "float32")
     if model.norm_pix_loss:

@@ -16,6 +16,7 @@ from PIL import Image
 
 from keras_mae import data
 from keras_mae.data import augment, builtin, image_folder
+from keras_mae.layers.pixel_normalization import normalize_pixels
 from tests.data.tfds_builders import prepare_tfds
 from tests.run_app import backend_independent
 
@@ -301,8 +302,38 @@ def test_resize_of_uint8_pixels_equals_resize_of_their_float_cast(channels):
         assert 0 <= np.min(from_uint8) and np.max(from_uint8) <= 255
 
 
+@backend_independent  # tf.data yields the same on every backend
+def test_uint8_batches_are_the_pixels_of_the_float_batches(tmp_path):
+    # normalize=False: the pixels the float pipeline normalises (Pillow's rounding), for the model to normalise.
+    rng = np.random.RandomState(4)
+    images = rng.randint(0, 256, (24, 37, 29, 3)).astype(np.uint8)
+    folder = tmp_path / "jpegs"  # JPEGs: the window decode's own path
+    folder.mkdir()
+    for i, image in enumerate(images[:8]):
+        Image.fromarray(image).save(folder / f"{i}.jpg", quality=90)
+    mean, std = (0.3, 0.45, 0.5), (0.2, 0.25, 0.3)
+    cases = [(images, data.make_pretrain_dataset, dict(seed=5, with_labels=True)),
+             (images, data.make_pretrain_dataset, dict(seed=5, steps_per_epoch=2)),
+             (str(folder), data.make_pretrain_dataset, dict(seed=6)),
+             (images, data.make_eval_dataset, dict(with_labels=False))]
+    for source, make, options in cases:
+        pixels, floats = (next(iter(make(source, (16, 24), 4, mean=mean, std=std, normalize=normalize, **options)))
+                          for normalize in (False, True))
+        if options.get("with_labels"):
+            (pixels, labels), (floats, float_labels) = pixels, floats
+            np.testing.assert_array_equal(labels, float_labels)
+        assert pixels.dtype == tf.uint8 and floats.dtype == tf.float32 and pixels.shape == floats.shape
+        np.testing.assert_array_equal(data.normalize(pixels, mean, std), floats)
+        # On the device, with keras.ops, the same model inputs.
+        on_device = normalize_pixels(keras.ops.convert_to_tensor(np.asarray(pixels)), mean, std)
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(on_device), floats, rtol=0, atol=1e-6)
+        assert len(np.unique(np.asarray(pixels))) > 100  # real crops, not a constant
+    with pytest.raises(ValueError, match="normalize must be True .* Received: normalize='no'"):
+        data.make_pretrain_dataset(images, 16, 4, normalize="no")
+
+
 def test_eval_transform_resizes_shorter_side_then_centre_crops():
-    image = tf.constant(np.random.RandomState(2).rand(128, 256, 3) * 255, tf.float32)
+    image = tf.constant(np.random.RandomState(2).randint(0, 256, (128, 256, 3)), tf.float32)
     # 112 / 0.875 = 128: the shorter side is already 128, so this is a pure centre crop.
     np.testing.assert_allclose(augment.resize_center_crop(image, (112, 112)),
                                image[8:120, 72:184], atol=1e-3)

@@ -136,3 +136,24 @@ def test_drop_path_is_refused_with_the_fix(tiny_config):
     with pytest.raises(ValueError, match=r"drop_path_rate=0.1\. Use drop_path_rate=0 .* or jit_compile=False"):
         model.compile(optimizer="adamw", jit_compile=True)
     model.compile(optimizer="adamw", jit_compile=False)  # the eager step takes it
+
+
+@torch_only
+def test_uint8_pixels_are_normalised_inside_the_traced_graph(tiny_config):
+    # The normalisation is traced with the rest: the same ATen ops as the eager step, bitwise.
+    pixels = np.random.default_rng(4).integers(0, 256, (8, *tiny_config["image_size"], 3)).astype("uint8")
+    runs = []
+    for jit_compile in (False, True):
+        keras.utils.set_random_seed(0)
+        model = MaskedAutoencoder(**tiny_config, seed=3, mean=(0.3, 0.4, 0.5), std=(0.2, 0.3, 0.25))
+        model.compile(optimizer=make_pretrain_optimizer(model, 1e-2), jit_compile=jit_compile)
+        if jit_compile:
+            from keras_mae.models.torch_captured_step import CapturedGradients
+
+            model._captured_gradients = CapturedGradients(model, "fx")
+        history = model.fit(pixels, batch_size=4, shuffle=False, epochs=1, verbose=0)
+        runs.append((history.history["loss"], [keras.ops.convert_to_numpy(v) for v in model.weights]))
+    assert runs[0][0] == runs[1][0]
+    for value, expected in zip(runs[1][1], runs[0][1]):
+        np.testing.assert_array_equal(value, expected)
+    assert [key[1] for key in model._captured_gradients._graphs] == [keras.ops.convert_to_tensor(pixels).dtype]
