@@ -86,6 +86,9 @@ def main(argv):
     if resuming and runs.is_workdir(FLAGS.workdir):  # keeps the normalisation its checkpoints were trained with
         recorded = runs.read_run(FLAGS.workdir)
         source.mean, source.std = tuple(recorded["mean"]), tuple(recorded["std"])
+    # The training batches are uint8 pixels (a quarter of the bytes, and the host spared the float work): the model
+    # normalises them in its step with these, which its saved config then records as well.
+    model.mean, model.std = source.mean, source.std
     steps = recipe.steps_per_epoch(source.num_examples, FLAGS.dataset)
 
     with scope():
@@ -103,7 +106,8 @@ def main(argv):
         # Epoch e's order and crops depend on (seed, e) only: a resumed run sees the batches of an uninterrupted one.
         return data.make_pretrain_dataset(source, model.image_size, FLAGS.batch_size, seed=FLAGS.seed,
                                           steps_per_epoch=steps, initial_epoch=epoch, initial_step=step,
-                                          shard=data_shard())  # this process's rows of each global batch
+                                          shard=data_shard(),  # this process's rows of each global batch
+                                          normalize=False)
 
     recipe.write_flags(workdir)
     if common.chief():

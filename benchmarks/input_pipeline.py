@@ -7,7 +7,10 @@ they compress like photos) once under `--folder`, then times, with tf.data's pri
 `--threads` value:
 
 - `pipeline`: `keras_mae.data.make_pretrain_dataset` as pretraining runs it (read, decode only the crop window
-  (`keras_mae/data/jpeg_window.py`), random resized crop 0.2-1 bicubic to 224, flip, normalise, batch);
+  (`keras_mae/data/jpeg_window.py`), random resized crop 0.2-1 bicubic to 224, flip, batch as uint8 pixels,
+  `normalize=False`: `apps/pretrain.py`'s model normalises them in its step);
+- `pipeline_float`: the same, normalised on the host into float32 batches (`normalize=True`, the default, and what
+  `apps/pretrain.py` ran before);
 - `pipeline_full_decode`: the same batches with each JPEG decoded whole, then cropped (the pipeline before the
   window decode);
 - `decode_then_crop` and `decode_and_crop`: the decode step alone on the same files and crop boxes, full decode
@@ -21,7 +24,7 @@ they compress like photos) once under `--folder`, then times, with tf.data's pri
   crop, bicubic resize to 224), one Python thread.
 
 `--autotune_rounds=N` times only the `pipeline` row, N rounds alternating tf.data's autotuning on (the default)
-and off.
+and off; `--normalize_rounds=N` times only `pipeline` and `pipeline_float`, N rounds alternating the two.
 
 Not a test: numbers go to BENCHMARKS.md. The target (issue 16): 250 images/s per core, so that a 16-core GPU host
 feeds 3,400 images/s.
@@ -105,9 +108,10 @@ def make_records(files, data_dir):
 
 
 def pipeline_rate(folder, num_images, threads, batch_size=64, window_decode=True, data_dir=None, repeats=2,
-                  autotune=True):
+                  autotune=True, normalize=False):
     """Images/s of the pretraining pipeline on `folder` (a path or `tfds:NAME`, in `data_dir`); `window_decode=False`:
-    the same batches, each JPEG decoded whole; `autotune=False`: with tf.data's autotuning off."""
+    the same batches, each JPEG decoded whole; `autotune=False`: with tf.data's autotuning off; `normalize=True`:
+    float32 batches normalised on the host instead of uint8 pixels."""
     import dataclasses
 
     from keras_mae.data import load_source, make_pretrain_dataset
@@ -116,7 +120,7 @@ def pipeline_rate(folder, num_images, threads, batch_size=64, window_decode=True
     if not window_decode:
         source = dataclasses.replace(source, crop_decode_fn=None)
     steps = num_images // batch_size
-    dataset = make_pretrain_dataset(source, 224, batch_size, seed=0, steps_per_epoch=steps)
+    dataset = make_pretrain_dataset(source, 224, batch_size, seed=0, steps_per_epoch=steps, normalize=normalize)
     return rate(with_threads(dataset, threads, autotune), steps * batch_size, repeats)
 
 
@@ -181,10 +185,24 @@ def main():
                         help="Where the folder's JPEGs are written as TFDS records (the `tfds:` rows); '' skips them.")
     parser.add_argument("--autotune_rounds", type=int, default=0,
                         help="Only the `pipeline` row, this many rounds alternating tf.data's autotuning on and off.")
+    parser.add_argument("--normalize_rounds", type=int, default=0,
+                        help="Only `pipeline` and `pipeline_float`, this many rounds alternating the two.")
     args = parser.parse_args()
-    if args.autotune_rounds < 0:
-        parser.error(f"--autotune_rounds must be >= 0 (0 runs every row). Received: {args.autotune_rounds}")
+    for name in ("autotune_rounds", "normalize_rounds"):
+        if getattr(args, name) < 0:
+            parser.error(f"--{name} must be >= 0 (0 runs every row). Received: {getattr(args, name)}")
     files = make_folder(args.folder, args.num_images)
+    if args.normalize_rounds:
+        rows = []
+        for round_ in range(args.normalize_rounds):
+            for threads in map(int, args.threads.split(",")):
+                row = dict(round=round_, threads=threads)
+                pair = (("pipeline", False), ("pipeline_float", True))
+                for name, normalize in pair if round_ % 2 == 0 else pair[::-1]:  # each goes first in turn
+                    row[name] = round(pipeline_rate(args.folder, len(files), threads, normalize=normalize), 1)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+        return rows
     if args.autotune_rounds:
         rows = []
         for round_ in range(args.autotune_rounds):
@@ -201,6 +219,7 @@ def main():
     for threads in map(int, args.threads.split(",")):
         full, window, resized, worst = decode_rates(files, threads)
         row = dict(threads=threads, pipeline=pipeline_rate(args.folder, len(files), threads),
+                   pipeline_float=pipeline_rate(args.folder, len(files), threads, normalize=True),
                    pipeline_full_decode=pipeline_rate(args.folder, len(files), threads, window_decode=False),
                    decode_then_crop=full, decode_and_crop=window, max_pixel_difference=worst, crop_resize=resized)
         if records:  # ImageNet-style TFDS records of the same JPEGs (TFDS's own decode: INTEGER_FAST)
