@@ -6,8 +6,8 @@ from keras import ops
 
 from keras_mae.distribution import replica_position, torch_ddp
 from keras_mae.layers.batch_gather import batch_gather
-from keras_mae.layers.pixel_normalization import fit_normalization, normalize_pixels
 from keras_mae.layers.patching import patchify
+from keras_mae.layers.pixel_normalization import fit_normalization, normalize_pixels
 from keras_mae.layers.random_masking import RandomMasking
 from keras_mae.models import train_step as steps
 from keras_mae.models.image_size import grid_shape, image_shape
