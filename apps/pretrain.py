@@ -62,7 +62,7 @@ def main(argv):
 
     import keras_mae
     from keras_mae import callbacks, data, optimizers, runs
-    from keras_mae.distribution import data_shard, setup_distribution
+    from keras_mae.distribution import data_shard, setup_distribution, takes_uint8_batches
 
     config = common.model_config(FLAGS)
     check_flags(config)
@@ -86,9 +86,12 @@ def main(argv):
     if resuming and runs.is_workdir(FLAGS.workdir):  # keeps the normalisation its checkpoints were trained with
         recorded = runs.read_run(FLAGS.workdir)
         source.mean, source.std = tuple(recorded["mean"]), tuple(recorded["std"])
-    # The training batches are uint8 pixels (a quarter of the bytes, and the host spared the float work): the model
-    # normalises them in its step with these, which its saved config then records as well.
+    # The training batches are uint8 pixels (a quarter of the bytes, and the host spared the float work), which the
+    # model normalises in its step with these; its saved config records them. Under multi-worker / TPU tf.distribute
+    # they stay float32 (normalised on the host): Keras's first-batch collective there takes no uint8.
     model.mean, model.std = source.mean, source.std
+    with scope():
+        pixels = takes_uint8_batches()
     steps = recipe.steps_per_epoch(source.num_examples, FLAGS.dataset)
 
     with scope():
@@ -107,7 +110,7 @@ def main(argv):
         return data.make_pretrain_dataset(source, model.image_size, FLAGS.batch_size, seed=FLAGS.seed,
                                           steps_per_epoch=steps, initial_epoch=epoch, initial_step=step,
                                           shard=data_shard(),  # this process's rows of each global batch
-                                          normalize=False)
+                                          normalize=not pixels)
 
     recipe.write_flags(workdir)
     if common.chief():

@@ -120,6 +120,24 @@ def replica_position():
     return 0, 1
 
 
+def takes_uint8_batches(strategy=None):
+    """Whether `fit` can take uint8 batches (pixels a model normalises itself) under the current engine.
+
+    Not under tf.distribute's `MultiWorkerMirroredStrategy` or `TPUStrategy`: Keras's TensorFlow trainer averages
+    the first batch over the replicas to build the model, with a collective that takes no uint8. Everywhere else
+    (one device, `MirroredStrategy`, JAX, torch DDP) it can.
+
+    Args:
+        strategy: the `tf.distribute.Strategy` to ask about; None: the current one.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return True
+    import tensorflow as tf
+
+    strategy = strategy or tf.distribute.get_strategy()
+    return not isinstance(strategy, (tf.distribute.MultiWorkerMirroredStrategy, tf.distribute.TPUStrategy))
+
+
 def callbacks():
     """The callbacks `fit` / `evaluate` need under the current engine: `[TorchDataParallel()]` under torch DDP
     (put them first), else none (the JAX and TensorFlow engines are inside Keras)."""

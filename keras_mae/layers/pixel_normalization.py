@@ -86,7 +86,7 @@ def normalize_pixels(images, mean, std):
     Returns:
         float32 `(images / 255 - mean) / std` for uint8 pixels, else `images` unchanged.
 
-    >>> normalize_pixels(np.full((1, 1, 1), 255, "uint8"), [0.5], [0.5]).tolist()
+    >>> keras.ops.convert_to_numpy(normalize_pixels(np.full((1, 1, 1), 255, "uint8"), [0.5], [0.5])).tolist()
     [[[1.0]]]
     """
     dtype = keras.backend.standardize_dtype(images.dtype)

@@ -290,6 +290,7 @@ class MaskedAutoencoder(keras.Model):
 
     def fit(self, *args, **kwargs):
         steps.refuse_weights(kwargs)  # before any step runs (a failed jitted step leaves JAX's state detached)
+        steps.refuse_uint8_where_collectives_cannot(self, args[0] if args else kwargs.get("x"))
         return super().fit(*args, **_with_data_parallel(kwargs))
 
     def evaluate(self, *args, **kwargs):

@@ -68,6 +68,23 @@ def refuse_weights(fit_arguments):
         raise ValueError(_NO_WEIGHTS.format(" and ".join(f"a {name}" for name in given)))
 
 
+def refuse_uint8_where_collectives_cannot(model, data):
+    """A one-line ValueError if `data` (`fit`'s x: arrays or a tf.data.Dataset) holds uint8 images where the engine
+    cannot take them (`keras_mae.distribution.takes_uint8_batches`), rather than TensorFlow's error on its op."""
+    from keras_mae.distribution import takes_uint8_batches
+
+    if keras.backend.backend() != "tensorflow" or takes_uint8_batches(model.distribute_strategy):
+        return
+    spec = getattr(data, "element_spec", data)
+    dtypes = [keras.backend.standardize_dtype(x.dtype) for x in keras.tree.flatten(spec) if hasattr(x, "dtype")]
+    if "uint8" in dtypes:
+        raise ValueError("MaskedAutoencoder cannot take uint8 batches under tf.distribute's "
+                         "MultiWorkerMirroredStrategy or TPUStrategy: Keras's TensorFlow trainer averages the first "
+                         "batch over the workers with a collective "
+                         "that takes no uint8. Normalise on the host instead (make_pretrain_dataset(..., "
+                         "normalize=True), the default).")
+
+
 def _images(data):
     """The images of a batch: `images` or `(images, labels)` (labels unused); sample weights are refused."""
     images, _, sample_weight = unpack_x_y_sample_weight(data)

@@ -89,3 +89,41 @@ def test_other_integer_pixels_and_bad_statistics_are_refused(tiny_config):
         MaskedAutoencoder(**tiny_config, mean=[0.5, 0.5])
     floats = np.zeros((1, 2, 3), "float32")
     assert normalize_pixels(floats, [0.5], [0.5]) is floats  # model inputs already: untouched
+
+
+MULTI_WORKER = """
+import numpy as np, tensorflow as tf, keras
+from keras_mae import MaskedAutoencoder
+from keras_mae.distribution import takes_uint8_batches
+strategy = tf.distribute.MultiWorkerMirroredStrategy()
+assert not takes_uint8_batches(strategy) and takes_uint8_batches(tf.distribute.MirroredStrategy(["/cpu:0"]))
+with strategy.scope():
+    model = MaskedAutoencoder(**{config!r})
+    model.compile(optimizer="adamw")
+pixels = np.zeros((4, 8, 12, 3), "uint8")
+try:
+    model.fit(tf.data.Dataset.from_tensor_slices(pixels).batch(2), verbose=0)
+except ValueError as error:
+    print("REFUSED", error)
+model.fit(tf.data.Dataset.from_tensor_slices(pixels.astype("float32")).batch(2), verbose=0)
+print("FLOAT TRAINED")
+"""
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.distribute's multi-worker strategy")
+def test_uint8_batches_under_multi_worker_tf_distribute_are_refused_in_one_line(tiny_config):
+    # Keras's TF trainer averages the first batch over the workers with a collective that takes no uint8; the app
+    # normalises on the host there. Its own process: a multi-worker strategy sets up TensorFlow's collectives.
+    import subprocess
+    import sys
+
+    script = MULTI_WORKER.format(config=tiny_config)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "KERAS_BACKEND": "tensorflow"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    refused = [line for line in result.stdout.splitlines() if line.startswith("REFUSED")]
+    assert refused == ["REFUSED MaskedAutoencoder cannot take uint8 batches under tf.distribute's "
+                       "MultiWorkerMirroredStrategy or TPUStrategy: Keras's TensorFlow trainer averages the first "
+                       "batch over the workers with a collective that takes no uint8. Normalise on the host instead "
+                       "(make_pretrain_dataset(..., normalize=True), the default)."]
+    assert "FLOAT TRAINED" in result.stdout
