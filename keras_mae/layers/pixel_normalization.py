@@ -76,6 +76,15 @@ def scale_and_offset(mean, std):
     return (1.0 / (255.0 * std)).astype(np.float32), (-np.asarray(mean, np.float32) / std).astype(np.float32)
 
 
+def are_pixels(images):
+    """True for uint8 pixels, False for floating (normalised) model inputs; any other dtype is a ValueError."""
+    dtype = keras.backend.standardize_dtype(images.dtype)
+    if dtype != "uint8" and "float" not in dtype:
+        raise ValueError(f"Images are uint8 pixels in [0, 255] or floating, normalised model inputs. Received "
+                         f"dtype {dtype}: convert them to uint8 (8-bit pixels) or normalise them to float32 first.")
+    return dtype == "uint8"
+
+
 def normalize_pixels(images, mean, std):
     """uint8 pixels `[..., C]` -> float32 model inputs; anything floating passes as it is (already normalised).
 
@@ -89,13 +98,9 @@ def normalize_pixels(images, mean, std):
     >>> keras.ops.convert_to_numpy(normalize_pixels(np.full((1, 1, 1), 255, "uint8"), [0.5], [0.5])).tolist()
     [[[1.0]]]
     """
-    dtype = keras.backend.standardize_dtype(images.dtype)
-    if dtype == "uint8":
-        scale, offset = scale_and_offset(mean, std)
-        # keras.ops on both sides: a torch tensor times a numpy array would read the tensor back to the host.
-        return ops.add(ops.multiply(ops.cast(images, "float32"), ops.convert_to_tensor(scale)),
-                       ops.convert_to_tensor(offset))
-    if "float" not in dtype:
-        raise ValueError(f"Images are uint8 pixels in [0, 255] or floating, normalised model inputs. Received "
-                         f"dtype {dtype}: convert them to uint8 (8-bit pixels) or normalise them to float32 first.")
-    return images
+    if not are_pixels(images):
+        return images
+    scale, offset = scale_and_offset(mean, std)
+    # keras.ops on both sides: a torch tensor times a numpy array would read the tensor back to the host.
+    pixels = ops.cast(images, "float32")
+    return ops.add(ops.multiply(pixels, ops.convert_to_tensor(scale)), ops.convert_to_tensor(offset))

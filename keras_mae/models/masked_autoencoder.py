@@ -7,7 +7,7 @@ from keras import ops
 from keras_mae.distribution import replica_position, torch_ddp
 from keras_mae.layers.batch_gather import batch_gather
 from keras_mae.layers.patching import patchify
-from keras_mae.layers.pixel_normalization import fit_normalization, normalize_pixels
+from keras_mae.layers.pixel_normalization import are_pixels, fit_normalization, normalize_pixels
 from keras_mae.layers.random_masking import RandomMasking
 from keras_mae.models import train_step as steps
 from keras_mae.models.image_size import grid_shape, image_shape
@@ -161,7 +161,12 @@ class MaskedAutoencoder(keras.Model):
     mask_strategy = property(lambda self: self.masking.strategy)
 
     def normalize_inputs(self, images):
-        """uint8 pixels -> float32 normalised by the model's `mean` and `std`; float images pass unchanged."""
+        """uint8 pixels -> float32 normalised by the model's `mean` and `std`; float images pass unchanged.
+
+        Called up to three times a step (loss, `call`, targets): float input, from the first call on, returns after a
+        dtype check, without fitting the statistics."""
+        if not are_pixels(images):
+            return images
         return normalize_pixels(images, *fit_normalization(self.mean, self.std, self.num_channels))
 
     def call(self, images, noise=None, training=False):
