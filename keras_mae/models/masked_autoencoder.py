@@ -300,6 +300,7 @@ class MaskedAutoencoder(keras.Model):
 
     def evaluate(self, *args, **kwargs):
         steps.refuse_weights(kwargs)
+        steps.refuse_uint8_where_collectives_cannot(self, args[0] if args else kwargs.get("x"))
         return super().evaluate(*args, **_with_data_parallel(kwargs))
 
     def train_step(self, *args):

@@ -69,8 +69,9 @@ def refuse_weights(fit_arguments):
 
 
 def refuse_uint8_where_collectives_cannot(model, data):
-    """A one-line ValueError if `data` (`fit`'s x: arrays or a tf.data.Dataset) holds uint8 images where the engine
-    cannot take them (`keras_mae.distribution.takes_uint8_batches`), rather than TensorFlow's error on its op."""
+    """A one-line ValueError if `data` (`fit`'s or `evaluate`'s x: arrays or a tf.data.Dataset) holds uint8 images
+    where the engine cannot take them (`keras_mae.distribution.takes_uint8_batches`), rather than TensorFlow's error
+    on its op."""
     from keras_mae.distribution import takes_uint8_batches
 
     if keras.backend.backend() != "tensorflow" or takes_uint8_batches(model.distribute_strategy):

@@ -101,17 +101,18 @@ with strategy.scope():
     model = MaskedAutoencoder(**{config!r})
     model.compile(optimizer="adamw")
 pixels = np.zeros((4, 8, 12, 3), "uint8")
-try:
-    model.fit(tf.data.Dataset.from_tensor_slices(pixels).batch(2), verbose=0)
-except ValueError as error:
-    print("REFUSED", error)
+for run in (model.fit, model.evaluate):
+    try:
+        run(tf.data.Dataset.from_tensor_slices(pixels).batch(2), verbose=0)
+    except ValueError as error:
+        print("REFUSED", error)
 model.fit(tf.data.Dataset.from_tensor_slices(pixels.astype("float32")).batch(2), verbose=0)
 print("FLOAT TRAINED")
 """
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.distribute's multi-worker strategy")
-def test_uint8_batches_under_multi_worker_tf_distribute_are_refused_in_one_line(tiny_config):
+def test_uint8_batches_under_multi_worker_tf_distribute_are_refused_in_one_line_by_fit_and_evaluate(tiny_config):
     # Keras's TF trainer averages the first batch over the workers with a collective that takes no uint8; the app
     # normalises on the host there. Its own process: a multi-worker strategy sets up TensorFlow's collectives.
     import subprocess
@@ -122,7 +123,7 @@ def test_uint8_batches_under_multi_worker_tf_distribute_are_refused_in_one_line(
                             env={**os.environ, "KERAS_BACKEND": "tensorflow"})
     assert result.returncode == 0, result.stderr[-3000:]
     refused = [line for line in result.stdout.splitlines() if line.startswith("REFUSED")]
-    assert refused == ["REFUSED MaskedAutoencoder cannot take uint8 batches under tf.distribute's "
+    assert refused == 2 * ["REFUSED MaskedAutoencoder cannot take uint8 batches under tf.distribute's "
                        "MultiWorkerMirroredStrategy or TPUStrategy: Keras's TensorFlow trainer averages the first "
                        "batch over the workers with a collective that takes no uint8. Normalise on the host instead "
                        "(make_pretrain_dataset(..., normalize=True), the default)."]
