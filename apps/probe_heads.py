@@ -64,6 +64,7 @@ def cached_data(model, data, workdir, key):
     import numpy as np
     import tensorflow as tf
 
+    from keras_mae.data import without_autotune
     from keras_mae.utils.atomic import atomic_path
 
     path = os.path.join(workdir, "features.npz")
@@ -90,8 +91,11 @@ def cached_data(model, data, workdir, key):
         steps = min(steps, FLAGS.steps_per_epoch)
     if steps < 1:
         raise common.UserError(f"{len(train_y)} training images are fewer than --batch_size={FLAGS.batch_size}; lower it.")
-    train = (tf.data.Dataset.from_tensor_slices((train_x, train_y))
-             .shuffle(len(train_y), seed=FLAGS.seed, reshuffle_each_iteration=True)
-             .batch(FLAGS.batch_size, drop_remainder=True).repeat().prefetch(2))
+    # In memory, nothing for tf.data to tune; without its tuning thread, the end of `fit` and of each epoch's
+    # evaluation waits on nothing (keras_mae/data/autotune.py).
+    train = without_autotune(tf.data.Dataset.from_tensor_slices((train_x, train_y))
+                             .shuffle(len(train_y), seed=FLAGS.seed, reshuffle_each_iteration=True)
+                             .batch(FLAGS.batch_size, drop_remainder=True).repeat().prefetch(2))
     evaluation = tf.data.Dataset.from_tensor_slices((cached["eval_x"], eval_y.astype("int32"))).batch(4096)
+    evaluation = without_autotune(evaluation)
     return train, evaluation, steps, {"x": cached["eval_x"], "y": eval_y, "files": files}

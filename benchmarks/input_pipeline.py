@@ -75,15 +75,19 @@ def with_threads(dataset, threads, autotune=True):
 
 
 def rate(dataset, num_images, repeats=2):
-    """Best images/s over `repeats` full passes (the first pass also warms the file cache)."""
+    """Best images/s over `repeats` full passes (the first pass also warms the file cache).
+
+    The clock stops at the last batch, before the iterator is deleted: deleting it may wait for tf.data's
+    tuning thread (`keras_mae/data/autotune.py`), once per `fit` for a training input, not per batch."""
     best = 0.0
     for _ in range(repeats + 1):
-        start, count = time.perf_counter(), 0
-        for batch in dataset:
+        start, count, iterator = time.perf_counter(), 0, iter(dataset)
+        for batch in iterator:
             count += int(batch.shape[0])
             if count >= num_images:
                 break
         best = max(best, count / (time.perf_counter() - start))
+        del iterator
     return best
 
 

@@ -47,14 +47,17 @@ def train_flops(config, batch):
     ratio = config.get("mask_ratio", 0.75)
     encoded = 1 + (num_patches if config.get("encode_mask_tokens") else int(num_patches * (1 - ratio)))
 
-    def blocks(tokens, dim, mlp, layers):
-        return layers * (2 * tokens * dim * 4 * dim + 4 * tokens * tokens * dim + 4 * tokens * dim * mlp)
-
     d, dd = config["hidden_dim"], config["decoder_hidden_dim"]
-    forward = 2 * num_patches * p * p * c * d + blocks(encoded, d, config["mlp_dim"], config["num_layers"])
-    forward += 2 * encoded * d * dd + blocks(1 + num_patches, dd, config["decoder_mlp_dim"], config["decoder_num_layers"])
+    forward = 2 * num_patches * p * p * c * d + blocks_flops(encoded, d, config["mlp_dim"], config["num_layers"])
+    forward += 2 * encoded * d * dd + blocks_flops(1 + num_patches, dd, config["decoder_mlp_dim"],
+                                                   config["decoder_num_layers"])
     forward += 2 * (1 + num_patches) * dd * p * p * c
     return 3 * forward * batch
+
+
+def blocks_flops(tokens, dim, mlp, layers):
+    """Forward FLOPs of `layers` transformer blocks on `tokens` tokens (q/k/v/projection, attention, MLP)."""
+    return layers * (2 * tokens * dim * 4 * dim + 4 * tokens * tokens * dim + 4 * tokens * dim * mlp)
 
 
 def peak_rss_mib():

@@ -20,5 +20,6 @@ from keras_mae.data.normalization import (
     to_uint8,
 )
 from keras_mae.data.pipeline import make_eval_dataset, make_pretrain_dataset
+from keras_mae.data.autotune import without_autotune
 from keras_mae.data.sources import load_source
 from keras_mae.data.splits import Split, fixed_subset, save_split, split_dataset

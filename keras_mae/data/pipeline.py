@@ -18,6 +18,7 @@ from keras_mae.data import augment as augment_lib
 from keras_mae.data import normalization
 from keras_mae.data import sharding
 from keras_mae.data.sharding import check_shard, shard_rows
+from keras_mae.data.autotune import without_autotune
 from keras_mae.data.sources import load_source
 
 
@@ -260,7 +261,9 @@ def make_eval_dataset(spec_or_source, image_size, batch_size, num_channels=None,
 
     Returns:
         `tf.data.Dataset` of `(float32 images [batch, height, width, C], int32
-        labels [batch])` (uint8 images without `normalize`), or images alone.
+        labels [batch])` (uint8 images without `normalize`), or images alone,
+        with tf.data's autotuning off (`keras_mae.data.without_autotune`: each pass
+        ends without waiting for its tuning thread).
     """
     source, size, mean, std = _prepare(
         spec_or_source, image_size, batch_size, num_channels, split, data_dir, mean, std, normalize
@@ -277,5 +280,5 @@ def make_eval_dataset(spec_or_source, image_size, batch_size, num_channels=None,
         examples = examples.apply(tf.data.experimental.assert_cardinality(
             sharding.rows_of(source.num_examples, index, count, batch_size)))
     examples = examples.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
-    return _batch(examples, batch_size // count, with_labels, drop_remainder=False)
+    return without_autotune(_batch(examples, batch_size // count, with_labels, drop_remainder=False))
 

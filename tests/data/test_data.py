@@ -396,3 +396,28 @@ def test_folder_reads_each_real_file_once_and_names_non_utf8_files(tmp_path, cap
     assert [os.path.relpath(f, tmp_path) for f in files] == ["cat/a.png", "dog/b.png"]
     assert classes == ["cat", "dog"] and labels == [0, 1]
     assert "Skipped 1 files under" in caplog.text and "caf\\xe9.png" in caplog.text
+
+
+@backend_independent  # tf.data options, the same on every backend
+def test_evaluation_inputs_end_without_waiting_for_the_tuning_thread():
+    # make_eval_dataset's iterator is deleted after every pass (Keras's evaluate / predict): tf.data's autotuning
+    # is off there, as its deletion can wait out the tuning thread's sleep (keras_mae/data/autotune.py).
+    # Training inputs, whose iterator lives for the whole fit, keep it.
+    images = np.random.RandomState(0).randint(0, 256, (10, 12, 12, 3)).astype(np.uint8)
+    labels = np.arange(10) % 3
+    evaluation = [data.make_eval_dataset((images, labels), 8, 4),
+                  data.make_eval_dataset((images, labels), 8, 4, with_labels=False, normalize=False),
+                  data.make_eval_dataset((images, labels), 8, 4, shard=(1, 2))]
+    for dataset in evaluation:
+        assert dataset.options().autotune.enabled is False
+    training = [data.make_pretrain_dataset(images, 8, 4),
+                data.make_pretrain_dataset(images, 8, 4, steps_per_epoch=2)]
+    for dataset in training:
+        assert dataset.options().autotune.enabled is not False
+    # The batches are those of the same pipeline with autotuning on.
+    on = tf.data.Options()
+    on.autotune.enabled = True
+    for left, right in zip(evaluation[0], evaluation[0].with_options(on)):
+        np.testing.assert_array_equal(left[0], right[0])
+        np.testing.assert_array_equal(left[1], right[1])
+    assert data.without_autotune(tf.data.Dataset.range(3)).options().autotune.enabled is False
