@@ -23,8 +23,9 @@ they compress like photos) once under `--folder`, then times, with tf.data's pri
 - `pillow`: the PyTorch reference's per-image work (torchvision's RandomResizedCrop on a PIL image: decode,
   crop, bicubic resize to 224), one Python thread.
 
-`--autotune_rounds=N` times only the `pipeline` row, N rounds alternating tf.data's autotuning on (the default)
-and off; `--normalize_rounds=N` times only `pipeline` and `pipeline_float`, N rounds alternating the two.
+`--autotune_rounds=N` times only the `pipeline` row, N rounds alternating tf.data's autotuning on and off (the
+other rows: as the pipelines set it, off where the process has at most 16 CPUs, `keras_mae/data/autotune.py`);
+`--normalize_rounds=N` times only `pipeline` and `pipeline_float`, N rounds alternating the two.
 
 Not a test: numbers go to BENCHMARKS.md. The target (issue 16): 250 images/s per core, so that a 16-core GPU host
 feeds 3,400 images/s.
@@ -66,11 +67,12 @@ def make_folder(folder, num_images, seed=0):
     return sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".jpg"))[:num_images]
 
 
-def with_threads(dataset, threads, autotune=True):
+def with_threads(dataset, threads, autotune=None):
     options = tf.data.Options()
     options.threading.private_threadpool_size = threads
     options.threading.max_intra_op_parallelism = 1
-    options.autotune.enabled = autotune
+    if autotune is not None:  # None: the pipeline's own (off where the process has at most 16 CPUs)
+        options.autotune.enabled = autotune
     return dataset.with_options(options)
 
 
@@ -112,10 +114,10 @@ def make_records(files, data_dir):
 
 
 def pipeline_rate(folder, num_images, threads, batch_size=64, window_decode=True, data_dir=None, repeats=2,
-                  autotune=True, normalize=False):
+                  autotune=None, normalize=False):
     """Images/s of the pretraining pipeline on `folder` (a path or `tfds:NAME`, in `data_dir`); `window_decode=False`:
-    the same batches, each JPEG decoded whole; `autotune=False`: with tf.data's autotuning off; `normalize=True`:
-    float32 batches normalised on the host instead of uint8 pixels."""
+    the same batches, each JPEG decoded whole; `autotune=True` / `False`: with tf.data's autotuning on / off (None:
+    as the pipeline sets it); `normalize=True`: float32 batches normalised on the host instead of uint8 pixels."""
     import dataclasses
 
     from keras_mae.data import load_source, make_pretrain_dataset

@@ -1,5 +1,5 @@
 """tf.data's autotuning off, for inputs whose iterator Keras deletes after each pass (evaluation, prediction,
-features) and in-memory inputs with nothing to tune.
+features), in-memory inputs with nothing to tune, and training inputs on hosts where it cannot raise parallelism.
 
 With autotuning on (tf.data's default), every iterator runs a tuning thread that sleeps between its rounds of
 tuning for periods that double from 10 ms, up to 60 s. In TensorFlow 2.21, deleting the iterator often waits for
@@ -10,13 +10,20 @@ pass"): in about half of the passes, a pass of 12 s ended at 20.47 s and a probe
 Keras deletes an evaluation's or a prediction's iterator at the end of every call, so each such pass could take
 up to twice its time, or 60 s more.
 
-Without autotuning no such thread runs: `AUTOTUNE` parallelism is fixed at min(16, the thread pool's size) and
-prefetch buffers keep their own (legacy) sizing. Inputs that decode and augment for training keep autotuning, for
-hosts with more cores than that: with `steps_per_epoch`, Keras keeps their iterator for the whole `fit`, so the
-wait (at most 60 s) comes once, at its end.
+Without autotuning no such thread runs: `AUTOTUNE` parallelism is fixed at min(16, the thread pool's size, which
+is the CPUs the process may use) and prefetch buffers keep their own (legacy) sizing. Where the process has at most
+16 CPUs that is the most parallelism autotuning could choose, so the training pipelines turn it off there too
+(`autotune_where_it_pays`): their iterator lives for a whole `fit` (`steps_per_epoch`), so they waited once, at
+its end, up to the fit's own length or 60 s. On hosts with more CPUs they keep autotuning, which can raise the
+parallelism past 16, and that one wait.
 """
 
+import os
+
 import tensorflow as tf
+
+# tf.data's AUTOTUNE parallelism without autotuning: min(this, the thread pool's size).
+FIXED_PARALLELISM = 16
 
 
 def without_autotune(dataset):
@@ -24,3 +31,13 @@ def without_autotune(dataset):
     options = tf.data.Options()
     options.autotune.enabled = False
     return dataset.with_options(options)
+
+
+def autotune_where_it_pays(dataset):
+    """A training input: autotuning kept where it can raise the parallelism (more than 16 CPUs), off elsewhere."""
+    return dataset if process_cpus() > FIXED_PARALLELISM else without_autotune(dataset)
+
+
+def process_cpus():
+    """The CPUs this process may run on (its affinity), the size of tf.data's default thread pool."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

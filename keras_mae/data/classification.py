@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from keras_mae.data import augment as augment_lib
 from keras_mae.data import rand_augment as rand_augment_lib
+from keras_mae.data.autotune import autotune_where_it_pays
 from keras_mae.data.mix import mix_batch
 from keras_mae.data.sharding import check_shard, shard_rows
 from keras_mae.data.normalization import fit_normalization, normalize
@@ -114,7 +115,8 @@ def make_classification_dataset(spec_or_source, image_size, batch_size, num_chan
             mix within the process's rows (as the official code mixes each GPU's batch). Defaults to None.
 
     Returns:
-        `tf.data.Dataset` of `(float32 [batch, H, W, C], int32 [batch] or float32 [batch, num_classes])`.
+        `tf.data.Dataset` of `(float32 [batch, H, W, C], int32 [batch] or float32 [batch, num_classes])`, with
+        tf.data's autotuning off where the process has at most 16 CPUs (`keras_mae/data/autotune.py`).
     """
     source = load_source(spec_or_source, split, data_dir, num_channels)
     if not source.num_classes:
@@ -154,7 +156,7 @@ def make_classification_dataset(spec_or_source, image_size, batch_size, num_chan
                              label_smoothing=label_smoothing)
 
         batches = tf.data.Dataset.zip((batches, batch_noise)).map(mix, num_parallel_calls=tf.data.AUTOTUNE)
-    return batches.prefetch(tf.data.AUTOTUNE)
+    return autotune_where_it_pays(batches.prefetch(tf.data.AUTOTUNE))
 
 
 def one_hot_labels(dataset, num_classes):

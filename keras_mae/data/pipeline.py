@@ -18,7 +18,7 @@ from keras_mae.data import augment as augment_lib
 from keras_mae.data import normalization
 from keras_mae.data import sharding
 from keras_mae.data.sharding import check_shard, shard_rows
-from keras_mae.data.autotune import without_autotune
+from keras_mae.data.autotune import autotune_where_it_pays, without_autotune
 from keras_mae.data.sources import load_source
 
 
@@ -125,7 +125,8 @@ def make_pretrain_dataset(spec_or_source, image_size, batch_size, num_channels=N
         `tf.data.Dataset` of float32 (uint8 without `normalize`) `[batch,
         height, width, C]`, or of `(images, int32 labels [batch])` with
         labels -1 when unlabelled (`batch` is `batch_size / count` with a
-        shard).
+        shard). tf.data's autotuning is off where the process has at most
+        16 CPUs (`keras_mae/data/autotune.py`).
 
     >>> import numpy as np
     >>> ds = make_pretrain_dataset(np.zeros((8, 12, 12), np.uint8), 8, batch_size=4)
@@ -179,7 +180,7 @@ def make_pretrain_dataset(spec_or_source, image_size, batch_size, num_channels=N
             examples = tf.data.Dataset.zip((source.examples(shuffle_buffer, seed), noises))
             examples = examples.map(lambda example, noise: transform(example, example_seed(noise)),
                                     num_parallel_calls=tf.data.AUTOTUNE)
-        return _batch(examples, batch_size, with_labels, drop_remainder)
+        return autotune_where_it_pays(_batch(examples, batch_size, with_labels, drop_remainder))
     return _epochs(source, transform, batch_size, with_labels, shuffle_buffer, steps_per_epoch, initial_epoch,
                    initial_step, random.randrange(2**31) if seed is None else seed, shard, cropped)
 
@@ -234,7 +235,7 @@ def _epochs(source, transform, batch_size, with_labels, shuffle_buffer, steps_pe
     batches = tf.data.Dataset.range(initial_epoch, 2**62).flat_map(epoch_batches)
     if not with_labels:
         batches = batches.map(lambda images, labels: images)
-    return batches.prefetch(tf.data.AUTOTUNE)
+    return autotune_where_it_pays(batches.prefetch(tf.data.AUTOTUNE))
 
 
 def make_eval_dataset(spec_or_source, image_size, batch_size, num_channels=None, split="test",

@@ -399,10 +399,13 @@ def test_folder_reads_each_real_file_once_and_names_non_utf8_files(tmp_path, cap
 
 
 @backend_independent  # tf.data options, the same on every backend
-def test_evaluation_inputs_end_without_waiting_for_the_tuning_thread():
+def test_inputs_end_without_waiting_for_the_tuning_thread(monkeypatch):
     # make_eval_dataset's iterator is deleted after every pass (Keras's evaluate / predict): tf.data's autotuning
     # is off there, as its deletion can wait out the tuning thread's sleep (keras_mae/data/autotune.py).
-    # Training inputs, whose iterator lives for the whole fit, keep it.
+    # Training inputs, whose iterator lives for a whole fit, keep it only where it can raise the parallelism.
+    from keras_mae.data import autotune
+    from keras_mae.data.classification import make_classification_dataset
+
     images = np.random.RandomState(0).randint(0, 256, (10, 12, 12, 3)).astype(np.uint8)
     labels = np.arange(10) % 3
     evaluation = [data.make_eval_dataset((images, labels), 8, 4),
@@ -410,10 +413,16 @@ def test_evaluation_inputs_end_without_waiting_for_the_tuning_thread():
                   data.make_eval_dataset((images, labels), 8, 4, shard=(1, 2))]
     for dataset in evaluation:
         assert dataset.options().autotune.enabled is False
-    training = [data.make_pretrain_dataset(images, 8, 4),
-                data.make_pretrain_dataset(images, 8, 4, steps_per_epoch=2)]
-    for dataset in training:
-        assert dataset.options().autotune.enabled is not False
+
+    def training():
+        return [data.make_pretrain_dataset(images, 8, 4), data.make_pretrain_dataset(images, 8, 4, steps_per_epoch=2),
+                make_classification_dataset((images, labels), 8, 4)]
+
+    for cpus, enabled in ((2, False), (16, False), (17, None), (64, None)):
+        monkeypatch.setattr(autotune, "process_cpus", lambda: cpus)
+        assert [d.options().autotune.enabled for d in training()] == [enabled] * 3, cpus
+    monkeypatch.undo()
+    assert autotune.process_cpus() == len(os.sched_getaffinity(0))
     # The batches are those of the same pipeline with autotuning on.
     on = tf.data.Options()
     on.autotune.enabled = True
