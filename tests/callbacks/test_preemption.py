@@ -135,13 +135,18 @@ def test_every_n_steps_saves_inside_epochs_and_keeps_only_the_newest(tiny_config
 
 @pytest.mark.skipif(keras.backend.backend() != "torch", reason="backend-independent: checked on torch")
 def test_a_second_signal_acts_at_once_and_outside_fit_the_old_handler_acts(tiny_config, tmp_path):
-    checkpoint = callbacks.EpochCheckpoint(str(tmp_path / "checkpoints"))
-    stop = callbacks.StopOnSignal(checkpoint)
-    with stop:
-        signal.raise_signal(signal.SIGINT)  # the first: noted, training would stop after the step
-        assert stop.received == signal.SIGINT
-        with pytest.raises(KeyboardInterrupt):  # the second: Python's own handler, at once
+    # The old handler is Python's own here, whatever an earlier test in this worker process left installed.
+    earlier = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        checkpoint = callbacks.EpochCheckpoint(str(tmp_path / "checkpoints"))
+        stop = callbacks.StopOnSignal(checkpoint)
+        with stop:
+            signal.raise_signal(signal.SIGINT)  # the first: noted, training would stop after the step
+            assert stop.received == signal.SIGINT
+            with pytest.raises(KeyboardInterrupt):  # the second: Python's own handler, at once
+                signal.raise_signal(signal.SIGINT)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        with pytest.raises(KeyboardInterrupt):
             signal.raise_signal(signal.SIGINT)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    with pytest.raises(KeyboardInterrupt):
-        signal.raise_signal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, earlier)
