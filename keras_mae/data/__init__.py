@@ -7,6 +7,7 @@ Typical use:
 """
 
 from keras_mae.data.augment import random_flip, random_resized_crop, resize_center_crop
+from keras_mae.data.autotune import without_autotune
 from keras_mae.data.base import Source
 from keras_mae.data.builtin import BUILTIN_NAMES, DATASET_STATS, read_idx
 from keras_mae.data.image_files import find_images, read_images
@@ -20,6 +21,5 @@ from keras_mae.data.normalization import (
     to_uint8,
 )
 from keras_mae.data.pipeline import make_eval_dataset, make_pretrain_dataset
-from keras_mae.data.autotune import without_autotune
 from keras_mae.data.sources import load_source
 from keras_mae.data.splits import Split, fixed_subset, save_split, split_dataset

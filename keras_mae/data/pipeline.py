@@ -17,8 +17,8 @@ import tensorflow as tf
 from keras_mae.data import augment as augment_lib
 from keras_mae.data import normalization
 from keras_mae.data import sharding
-from keras_mae.data.sharding import check_shard, shard_rows
 from keras_mae.data.autotune import autotune_where_it_pays, without_autotune
+from keras_mae.data.sharding import check_shard, shard_rows
 from keras_mae.data.sources import load_source
 
 
