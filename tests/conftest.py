@@ -3,6 +3,7 @@
 import atexit
 import os
 import shutil
+import signal
 import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -36,6 +37,20 @@ def tiny_config():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(autouse=True)
+def _signal_handlers_kept():
+    """A test that leaves SIGINT's or SIGTERM's handler changed fails (and the handler is put back), so the next test
+    in the same worker process does not inherit it."""
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    changed = {signal.Signals(signum).name: signal.getsignal(signum) for signum, handler in before.items()
+               if signal.getsignal(signum) is not handler}
+    for signum, handler in before.items():
+        if handler is not None:  # None: set outside Python, which cannot be put back from here
+            signal.signal(signum, handler)
+    assert not changed, f"the test left these signal handlers changed: {changed}"
 
 
 @pytest.fixture(autouse=True)
