@@ -26,6 +26,12 @@ they compress like photos) once under `--folder`, then times, with tf.data's pri
 `--autotune_rounds=N` times only the `pipeline` row, N rounds alternating tf.data's autotuning on and off (the
 other rows: as the pipelines set it, off where the process has at most 16 CPUs, `keras_mae/data/autotune.py`);
 `--normalize_rounds=N` times only `pipeline` and `pipeline_float`, N rounds alternating the two.
+`--eval_rounds=N` times the evaluation input instead (what the downstream apps' feature passes and evaluations
+read), N rounds, each pair going first in turn: `eval` (`make_eval_dataset`: decode, bicubic resize to 256, centre
+crop 224, float32 batches normalised on the host; the resize computes the crop's pixels only) and `eval_uint8`
+(the same as uint8 pixels, `normalize=False`); `eval_whole` and `eval_whole_uint8`, the same with the whole image
+resized and then cut (the transform before 2026-12-08); and, on one thread, `pillow_eval` (the reference's
+evaluation transform: decode, torchvision's Resize(256) bicubic, CenterCrop(224)).
 
 Not a test: numbers go to BENCHMARKS.md. The target (issue 16): 250 images/s per core, so that a 16-core GPU host
 feeds 3,400 images/s.
@@ -130,6 +136,51 @@ def pipeline_rate(folder, num_images, threads, batch_size=64, window_decode=True
     return rate(with_threads(dataset, threads, autotune), steps * batch_size, repeats)
 
 
+def eval_rate(folder, num_images, threads, batch_size=64, normalize=True, whole=False, repeats=2):
+    """Images/s of `make_eval_dataset` on `folder` (resize, centre crop to 224); `normalize=False`: uint8 batches;
+    `whole=True`: the whole image resized, then cut (`resize_then_crop`)."""
+    from keras_mae.data import augment, load_source, make_eval_dataset
+
+    source = load_source(folder, num_channels=3)
+    crop_only = augment.resize_center_crop
+    augment.resize_center_crop = resize_then_crop if whole else crop_only
+    try:  # the transform is read when the dataset is built
+        dataset = make_eval_dataset(source, 224, batch_size, with_labels=False, normalize=normalize)
+    finally:
+        augment.resize_center_crop = crop_only
+    return rate(with_threads(dataset, threads), (num_images // batch_size) * batch_size, repeats)
+
+
+def resize_then_crop(image, size, crop_fraction=0.875):
+    """The evaluation transform as it was before 2026-12-08: every pixel of the resized image, then the centre cut."""
+    from keras_mae.data import augment
+
+    shape = tf.shape(image)
+    height, width = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+    target_h, target_w = float(int(size[0] / crop_fraction)), float(int(size[1] / crop_fraction))
+    scale = tf.maximum(target_h / height, target_w / width)
+    new_h = tf.maximum(tf.floor(height * scale + 1e-4), target_h)
+    new_w = tf.maximum(tf.floor(width * scale + 1e-4), target_w)
+    resized = augment.resize(image, tf.cast(tf.stack([new_h, new_w]), tf.int32))
+    top, left = tf.cast(tf.round((new_h - size[0]) / 2), tf.int32), tf.cast(tf.round((new_w - size[1]) / 2), tf.int32)
+    return tf.ensure_shape(tf.slice(resized, [top, left, 0], [size[0], size[1], -1]), [*size, image.shape[-1]])
+
+
+def pillow_eval_rate(files):
+    """Images/s of the reference's evaluation transform with Pillow: decode, shorter side to 256 bicubic, centre 224."""
+    start = time.perf_counter()
+    for path in files:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            width, height = image.size
+            scale = 256 / min(width, height)
+            width, height = max(256, int(width * scale)), max(256, int(height * scale))
+            image = image.resize((width, height), Image.Resampling.BICUBIC)
+            left, top = int(round((width - 224) / 2)), int(round((height - 224) / 2))
+            image.crop((left, top, left + 224, top + 224)).tobytes()
+    return len(files) / (time.perf_counter() - start)
+
+
 def decode_rates(files, threads, seed=0):
     """(images/s of decode then slice, of decode_and_crop, max pixel difference) on the pipeline's crop boxes."""
     from keras_mae.data import augment, jpeg_window
@@ -193,8 +244,10 @@ def main():
                         help="Only the `pipeline` row, this many rounds alternating tf.data's autotuning on and off.")
     parser.add_argument("--normalize_rounds", type=int, default=0,
                         help="Only `pipeline` and `pipeline_float`, this many rounds alternating the two.")
+    parser.add_argument("--eval_rounds", type=int, default=0,
+                        help="Only the evaluation input (`eval`, `eval_whole`, uint8 twins, `pillow_eval`), this many rounds.")
     args = parser.parse_args()
-    for name in ("autotune_rounds", "normalize_rounds"):
+    for name in ("autotune_rounds", "normalize_rounds", "eval_rounds"):
         if getattr(args, name) < 0:
             parser.error(f"--{name} must be >= 0 (0 runs every row). Received: {getattr(args, name)}")
     files = make_folder(args.folder, args.num_images)
@@ -206,6 +259,21 @@ def main():
                 pair = (("pipeline", False), ("pipeline_float", True))
                 for name, normalize in pair if round_ % 2 == 0 else pair[::-1]:  # each goes first in turn
                     row[name] = round(pipeline_rate(args.folder, len(files), threads, normalize=normalize), 1)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+        return rows
+    if args.eval_rounds:
+        rows = []
+        for round_ in range(args.eval_rounds):
+            for threads in map(int, args.threads.split(",")):
+                row = dict(round=round_, threads=threads)
+                pair = (("eval", False), ("eval_whole", True))
+                for name, whole in pair if round_ % 2 == 0 else pair[::-1]:  # each goes first in turn
+                    for suffix, normalize in (("", True), ("_uint8", False)):
+                        row[name + suffix] = round(eval_rate(args.folder, len(files), threads, normalize=normalize,
+                                                             whole=whole), 1)
+                if threads == 1:
+                    row["pillow_eval"] = round(pillow_eval_rate(files), 1)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
         return rows

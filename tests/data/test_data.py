@@ -341,6 +341,34 @@ def test_eval_transform_resizes_shorter_side_then_centre_crops():
     assert augment.resize_center_crop(image[:5, :3], (16, 16)).shape == (16, 16, 3)
 
 
+@backend_independent  # tf ops on the host
+def test_eval_transform_computes_only_the_crop_as_resize_then_crop_would():
+    # Shrinking, only the crop's pixels are resampled (augment.shrunk_window); resize-then-slice is the definition.
+    # Its sample positions round differently in float32, so a value may land on the other side of a half level and
+    # round to its neighbour; none may differ otherwise.
+    rng = np.random.RandomState(7)
+    size = (224, 224)
+    for (height, width), channels, dtype in [((300, 451), 3, np.uint8), ((389, 389), 1, np.uint8),
+                                              ((512, 300), 4, np.float32), ((257, 1000), 3, np.uint8),
+                                              ((100, 150), 3, np.uint8), ((230, 600), 3, np.float32)]:
+        image = rng.randint(0, 256, (height, width, channels)).astype(dtype)
+        scale = max(256 / height, 256 / width)
+        new_h, new_w = max(int(height * scale + 1e-4), 256), max(int(width * scale + 1e-4), 256)
+        window = slice(round((new_h - 224) / 2), None), slice(round((new_w - 224) / 2), None)
+        window = tuple(slice(w.start, w.start + 224) for w in window)
+        expected = augment.resize(image, (new_h, new_w)).numpy()[window]
+        output = augment.resize_center_crop(tf.constant(image), size).numpy()
+        assert output.shape == (*size, channels) and output.dtype == np.float32
+        if new_h > height:  # enlarging: the whole image is resized, then cut
+            np.testing.assert_array_equal(output, expected)
+            continue
+        unrounded = np.clip(tf.image.resize(image, (new_h, new_w), "bicubic", antialias=True).numpy()[window], 0, 255)
+        differ = output != expected
+        assert np.abs(output - expected).max() <= 1 and differ.mean() < 2e-3
+        np.testing.assert_array_less(np.abs(unrounded[differ] % 1 - 0.5), 0.05)  # only at a rounding boundary
+        np.testing.assert_array_equal(output, np.round(output))  # whole pixels, as resize's
+
+
 def test_denormalize_inverts_normalisation_and_keras_takes_the_batches():
     images = np.random.RandomState(3).randint(0, 255, (10, 8, 8), np.uint8)
     ds = data.make_eval_dataset((images, np.arange(10) % 2), 8, batch_size=4)
