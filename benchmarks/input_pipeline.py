@@ -156,14 +156,11 @@ def resize_then_crop(image, size, crop_fraction=0.875):
     from keras_mae.data import augment
 
     shape = tf.shape(image)
-    height, width = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
-    target_h, target_w = float(int(size[0] / crop_fraction)), float(int(size[1] / crop_fraction))
-    scale = tf.maximum(target_h / height, target_w / width)
-    new_h = tf.maximum(tf.floor(height * scale + 1e-4), target_h)
-    new_w = tf.maximum(tf.floor(width * scale + 1e-4), target_w)
+    new_h, new_w, top, left = augment.center_crop_geometry(tf.cast(shape[0], tf.float32),
+                                                           tf.cast(shape[1], tf.float32), size, crop_fraction)
     resized = augment.resize(image, tf.cast(tf.stack([new_h, new_w]), tf.int32))
-    top, left = tf.cast(tf.round((new_h - size[0]) / 2), tf.int32), tf.cast(tf.round((new_w - size[1]) / 2), tf.int32)
-    return tf.ensure_shape(tf.slice(resized, [top, left, 0], [size[0], size[1], -1]), [*size, image.shape[-1]])
+    cut = tf.slice(resized, tf.cast(tf.stack([top, left, 0.0]), tf.int32), [size[0], size[1], -1])
+    return tf.ensure_shape(cut, [*size, image.shape[-1]])
 
 
 def pillow_eval_rate(files):

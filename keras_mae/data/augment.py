@@ -51,9 +51,10 @@ def shrunk_window(image, size, scale, top, left):
 
     The same kernel as `resize`'s antialiased bicubic (`ScaleAndTranslate`, "keyscubic"), evaluated only at the
     window's pixels instead of at every pixel of the shrunk image: the evaluation transform's centre crop keeps
-    46% (a 5:3 image) to 77% (a square one) of them (BENCHMARKS.md, "Input pipeline at 224 px"). The sample positions are computed from the
-    window's offset, which rounds differently in float32, so a value may differ from `resize` then slice by one
-    level (1 in 63,000 values on JPEGs; Pillow's own pixels differ from both in 18%).
+    46% (a 5:3 image) to 77% (a square one) of them (BENCHMARKS.md, "Input pipeline at 224 px"). The sample
+    positions are computed from the window's offset, which rounds differently in float32, so a value may differ
+    from `resize` then slice by one level (1 in 63,000 values on JPEGs; Pillow's own pixels differ from both in
+    18%).
 
     Args:
         image: tensor `[H, W, C]`, uint8 or floating.
@@ -140,6 +141,17 @@ def random_flip(image, seed):
     return tf.image.stateless_random_flip_left_right(image, seed)
 
 
+def center_crop_geometry(height, width, size, crop_fraction=EVAL_CROP_FRACTION):
+    """float32 `(new_h, new_w, top, left)` of the evaluation transform: the resized image's size (keeping the
+    aspect ratio, covering `size / crop_fraction`) and the centre crop's offset in it, all whole numbers."""
+    target_h, target_w = float(int(size[0] / crop_fraction)), float(int(size[1] / crop_fraction))
+    scale = tf.maximum(target_h / height, target_w / width)
+    # floor(x + 1e-4): int() of torchvision, robust to float error on the scaled side.
+    new_h = tf.maximum(tf.floor(height * scale + 1e-4), target_h)
+    new_w = tf.maximum(tf.floor(width * scale + 1e-4), target_w)
+    return new_h, new_w, tf.round((new_h - size[0]) / 2), tf.round((new_w - size[1]) / 2)
+
+
 def resize_center_crop(image, size, crop_fraction=EVAL_CROP_FRACTION):
     """The evaluation transform: resize, bicubic, then centre crop.
 
@@ -158,15 +170,10 @@ def resize_center_crop(image, size, crop_fraction=EVAL_CROP_FRACTION):
     """
     out_h, out_w = size
     shape = tf.shape(image)
-    height, width = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
-    target_h, target_w = float(int(out_h / crop_fraction)), float(int(out_w / crop_fraction))
 
     def resize_and_crop():
-        scale = tf.maximum(target_h / height, target_w / width)
-        # floor(x + 1e-4): int() of torchvision, robust to float error on the scaled side.
-        new_h = tf.maximum(tf.floor(height * scale + 1e-4), target_h)
-        new_w = tf.maximum(tf.floor(width * scale + 1e-4), target_w)
-        top, left = tf.round((new_h - out_h) / 2), tf.round((new_w - out_w) / 2)
+        height, width = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+        new_h, new_w, top, left = center_crop_geometry(height, width, size, crop_fraction)
 
         def resize_then_crop():  # enlarging (no antialiasing): the whole image, then the crop
             resized = resize(image, tf.cast(tf.stack([new_h, new_w]), tf.int32))

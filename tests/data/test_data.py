@@ -354,8 +354,8 @@ def test_eval_transform_computes_only_the_crop_as_resize_then_crop_would():
         image = rng.randint(0, 256, (height, width, channels)).astype(dtype)
         scale = max(256 / height, 256 / width)
         new_h, new_w = max(int(height * scale + 1e-4), 256), max(int(width * scale + 1e-4), 256)
-        window = slice(round((new_h - 224) / 2), None), slice(round((new_w - 224) / 2), None)
-        window = tuple(slice(w.start, w.start + 224) for w in window)
+        top, left = round((new_h - 224) / 2), round((new_w - 224) / 2)
+        window = slice(top, top + 224), slice(left, left + 224)
         expected = augment.resize(image, (new_h, new_w)).numpy()[window]
         output = augment.resize_center_crop(tf.constant(image), size).numpy()
         assert output.shape == (*size, channels) and output.dtype == np.float32
